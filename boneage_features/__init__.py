@@ -1,0 +1,30 @@
+"""Skeletal (bone) age from a radiograph of the left hand.
+
+Classical features of the hand (HOG, LBP, intensity statistics; later per bone) are fused with the
+child's sex and fed to a gradient-boosted regressor (LightGBM or XGBoost) that predicts months.
+
+>>> import boneage_features as bf
+>>> X, y = bf.read_manifest("train.csv")           # doctest: +SKIP
+>>> model = bf.Pipeline().fit(X, y)                  # doctest: +SKIP
+>>> model.predict(X)                                 # doctest: +SKIP
+"""
+
+__version__ = "0.1.0"
+
+from .io import ImageReadError, ManifestError, read_image, read_manifest
+from .features import FeatureExtractor
+from .model import BoneAgeRegressor
+from .pipeline import Pipeline, load_model, shipped_model_path
+
+__all__ = [
+    "BoneAgeRegressor",
+    "FeatureExtractor",
+    "ImageReadError",
+    "ManifestError",
+    "Pipeline",
+    "__version__",
+    "load_model",
+    "read_image",
+    "read_manifest",
+    "shipped_model_path",
+]

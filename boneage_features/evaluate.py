@@ -1,0 +1,167 @@
+"""Metrics of bone-age estimates and honest cross-validation.
+
+The field reports the mean absolute error (MAE) in months first, then RMSE, and MAE by sex and by age
+band, because errors are larger in the middle of the range and a model that regresses to the mean
+looks good on average and bad at the extremes. Folds are stratified by age band and sex and seeded,
+so every configuration is compared on the same folds.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+from sklearn.model_selection import StratifiedKFold
+
+from .model import SEX_FEATURE
+
+logger = logging.getLogger(__name__)
+
+#: Age bands in years, as (label, lower months inclusive, upper months exclusive).
+AGE_BANDS = (
+    ("0-2y", 0, 24),
+    ("2-6y", 24, 72),
+    ("6-10y", 72, 120),
+    ("10-14y", 120, 168),
+    ("14-19y", 168, np.inf),
+)
+
+
+def age_band(months) -> np.ndarray:
+    """Index into :data:`AGE_BANDS` of each age in months."""
+    edges = [upper for _, _, upper in AGE_BANDS[:-1]]
+    return np.searchsorted(edges, np.asarray(months, dtype=float), side="right")
+
+
+def make_folds(y, male, *, n_splits=5, random_state=0) -> np.ndarray:
+    """Fold number (0..n_splits-1) of each row, stratified by age band and sex.
+
+    ``StratifiedKFold(n_splits, shuffle=True, random_state)`` over the strata ``band * 2 + male``, in
+    row order: the same rows give the same folds in every run and every configuration.
+    """
+    strata = age_band(y) * 2 + np.asarray(male, dtype=int)
+    folds = np.empty(len(strata), dtype=int)
+    splitter = StratifiedKFold(n_splits=n_splits, shuffle=True, random_state=random_state)
+    for fold, (_, test) in enumerate(splitter.split(np.zeros(len(strata)), strata)):
+        folds[test] = fold
+    return folds
+
+
+def regression_metrics(y_true, y_pred, male=None) -> dict:
+    """MAE, RMSE, R² and bias in months; MAE by age band and, when ``male`` is given, by sex.
+
+    Parameters
+    ----------
+    y_true, y_pred : (n,) array-like of months
+    male : (n,) array-like of bool or 0/1, optional
+    """
+    y_true = np.asarray(y_true, dtype=float)
+    y_pred = np.asarray(y_pred, dtype=float)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1:
+        raise ValueError(f"y_true and y_pred must be 1-D of one length; got {y_true.shape} and {y_pred.shape}")
+    error = y_pred - y_true
+    total = np.sum((y_true - y_true.mean()) ** 2)
+    result = {
+        "n": int(len(y_true)),
+        "mae": float(np.mean(np.abs(error))),
+        "rmse": float(np.sqrt(np.mean(error**2))),
+        "r2": float(1 - np.sum(error**2) / total) if total > 0 else float("nan"),
+        "bias": float(np.mean(error)),
+    }
+    bands = age_band(y_true)
+    result["mae_by_band"] = {
+        label: {"n": int(np.sum(bands == i)), "mae": float(np.mean(np.abs(error[bands == i])))}
+        for i, (label, _, _) in enumerate(AGE_BANDS)
+        if np.any(bands == i)
+    }
+    if male is not None:
+        male = np.asarray(male).astype(bool)
+        result["mae_by_sex"] = {
+            sex: {"n": int(np.sum(rows)), "mae": float(np.mean(np.abs(error[rows])))}
+            for sex, rows in (("M", male), ("F", ~male))
+            if np.any(rows)
+        }
+    return result
+
+
+def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None) -> dict:
+    """K-fold cross-validation of a :class:`~boneage_features.Pipeline`.
+
+    Features are extracted once (and cached); each fold fits a fresh regressor on the other folds'
+    rows and predicts its own, so no fold's prediction saw its own labels.
+
+    Parameters
+    ----------
+    pipeline : Pipeline
+        Configuration to evaluate (unfitted; it is cloned).
+    X : DataFrame with ``image`` and ``sex``
+    y : (n,) array-like of months
+    n_splits, random_state : int
+        Folds of :func:`make_folds`.
+    table : DataFrame, optional
+        Precomputed regressor input (from ``pipeline.make_table(X)``), e.g. to compare boosters on
+        the same features.
+
+    Returns
+    -------
+    dict
+        ``overall`` and ``folds`` metrics, ``predictions`` (DataFrame: id, fold, boneage, predicted,
+        male), ``config`` and timings.
+    """
+    y = pd.Series(np.asarray(y, dtype=float), index=X.index)
+    start = time.perf_counter()
+    if table is None:
+        table, _ = clone(pipeline).make_table(X)
+    extract_s = time.perf_counter() - start
+    male = table[SEX_FEATURE].to_numpy() >= 0.5
+    folds = make_folds(y.to_numpy(), male, n_splits=n_splits, random_state=random_state)
+    predicted = np.empty(len(y))
+    per_fold = []
+    fit_start = time.perf_counter()
+    for fold in range(n_splits):
+        test = folds == fold
+        regressor = clone(pipeline)._new_regressor()
+        regressor.fit(table[~test], y.to_numpy()[~test])
+        predicted[test] = regressor.predict(table[test])
+        metrics = regression_metrics(y.to_numpy()[test], predicted[test], male[test])
+        per_fold.append({"fold": fold, "n": metrics["n"], "mae": metrics["mae"], "rmse": metrics["rmse"]})
+        logger.info("fold %d: MAE %.2f months", fold, metrics["mae"])
+    predictions = pd.DataFrame(
+        {"fold": folds, "boneage": y.to_numpy(), "predicted": predicted, "male": male.astype(int)},
+        index=X.index,
+    )
+    return {
+        "config": {
+            "booster": pipeline.booster,
+            "sex_mode": pipeline.sex_mode,
+            "n_splits": n_splits,
+            "random_state": random_state,
+            "n_features": int(table.shape[1]),
+        },
+        "overall": regression_metrics(y.to_numpy(), predicted, male),
+        "folds": per_fold,
+        "timing_s": {"features": round(extract_s, 1), "fit_predict": round(time.perf_counter() - fit_start, 1)},
+        "predictions": predictions,
+    }
+
+
+def format_report(result: dict) -> str:
+    """Plain-text table of a :func:`cross_validate` result."""
+    overall = result["overall"]
+    config = result["config"]
+    lines = [
+        f"{config['n_splits']}-fold CV, booster={config['booster']}, sex_mode={config['sex_mode']}, "
+        f"{config['n_features']} features, n={overall['n']}",
+        f"{'':<12}{'n':>7}{'MAE':>9}",
+        f"{'all':<12}{overall['n']:>7}{overall['mae']:>9.2f}",
+    ]
+    for label, entry in overall.get("mae_by_sex", {}).items():
+        lines.append(f"{'sex ' + label:<12}{entry['n']:>7}{entry['mae']:>9.2f}")
+    for label, entry in overall["mae_by_band"].items():
+        lines.append(f"{label:<12}{entry['n']:>7}{entry['mae']:>9.2f}")
+    lines.append(f"RMSE {overall['rmse']:.2f}  R2 {overall['r2']:.3f}  bias {overall['bias']:+.2f} months")
+    lines.append("per fold MAE: " + ", ".join(f"{f['mae']:.2f}" for f in result["folds"]))
+    return "\n".join(lines)

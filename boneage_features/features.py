@@ -1,0 +1,283 @@
+"""FeatureExtractor: radiographs in, one row of named features per image out.
+
+Each image is read, preprocessed (normalised, hand segmented, cropped, oriented, CLAHE) and described by
+the descriptor families in :mod:`boneage_features.descriptors`. Images are processed in parallel
+(``n_jobs``) and every result is cached on disk, keyed by the image's content and by the extractor's
+parameters, so a second fit, a cross-validation or a grid search over the booster never recomputes
+a feature. Quality values (``diagnostics_*``) come out beside the features and never go into a model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from joblib import Parallel, delayed
+from sklearn.base import BaseEstimator, TransformerMixin
+
+from .descriptors import DESCRIPTORS
+from .io import ImageReadError, read_image
+from .preprocess import preprocess_hand
+
+logger = logging.getLogger(__name__)
+
+#: Bump when a change alters the values computed for the same parameters; it keys the cache and is
+#: checked when a saved model is loaded.
+FEATURES_VERSION = 1
+
+_CACHE_ENV = "BONEAGE_FEATURES_CACHE"
+
+
+def default_cache_dir() -> Path:
+    """Folder of the feature cache: ``$BONEAGE_FEATURES_CACHE`` or ``~/.cache/boneage_features``."""
+    if os.environ.get(_CACHE_ENV):
+        return Path(os.environ[_CACHE_ENV])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "boneage_features"
+
+
+@dataclass
+class Extraction:
+    """What :meth:`FeatureExtractor.extract` returns for a batch.
+
+    Attributes
+    ----------
+    features : DataFrame
+        One row per input row that succeeded, indexed like the input; columns are feature names.
+    diagnostics : DataFrame
+        ``diagnostics_*`` quality values for the same rows.
+    errors : Series of str
+        The error message of every row that failed, indexed like the input (empty when none did).
+    """
+
+    features: pd.DataFrame
+    diagnostics: pd.DataFrame
+    errors: pd.Series
+
+
+def _as_image_list(X):
+    """Index and image references (paths or arrays) of a DataFrame, Series or sequence."""
+    if isinstance(X, pd.DataFrame):
+        if "image" not in X.columns:
+            raise ValueError(f"X must have an 'image' column (path or array); got columns {list(X.columns)}")
+        return X.index, list(X["image"])
+    if isinstance(X, pd.Series):
+        return X.index, list(X)
+    if isinstance(X, np.ndarray) and X.ndim == 2 and X.dtype != object:
+        raise ValueError("X is a single 2-D array; pass a list of images or a DataFrame with an 'image' column")
+    items = list(X)
+    return pd.RangeIndex(len(items)), items
+
+
+def _content_key(ref) -> str:
+    """Hash of the image's content: the file's bytes, or the array's dtype, shape and bytes."""
+    digest = hashlib.sha1()
+    if isinstance(ref, np.ndarray):
+        digest.update(f"{ref.dtype}{ref.shape}".encode())
+        digest.update(np.ascontiguousarray(ref).tobytes())
+    else:
+        with open(ref, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _describe_one(ref, config: dict, cache_dir: str | None):
+    """Features and diagnostics of one image, from the cache when there.
+
+    Returns ``(values, diagnostics, None)`` or ``(None, None, (file, reason))``; never raises for a bad
+    image, so that a batch goes on.
+    """
+    name = "<array>" if isinstance(ref, np.ndarray) else str(ref)
+    try:
+        cache_file = None
+        if cache_dir is not None:
+            try:
+                key = _content_key(ref)
+            except OSError:
+                read_image(ref)  # raises the ImageReadError that names the file and the reason
+                raise
+            cache_file = Path(cache_dir) / key[:2] / f"{key}.npz"
+            if cache_file.exists():
+                try:
+                    with np.load(cache_file) as stored:
+                        diagnostics = dict(zip(stored["diag_names"].tolist(), stored["diag_values"].tolist()))
+                        return stored["values"], diagnostics, None
+                except Exception as exc:  # a torn or foreign file: recompute and overwrite it
+                    logger.warning("ignoring unreadable cache file %s: %s", cache_file, exc)
+        image = read_image(ref)
+        hand = preprocess_hand(image, size=tuple(config["size"]), clahe_clip=config["clahe_clip"])
+        parts = []
+        for family in config["families"]:
+            _, values = DESCRIPTORS[family].describe(hand.image, hand.mask, **config["params"][family])
+            parts.append(values)
+        values = np.concatenate(parts).astype(np.float32)
+        diagnostics = {key: float(value) for key, value in hand.diagnostics.items()}
+        if cache_file is not None:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
+            np.savez(
+                tmp,
+                values=values,
+                diag_names=np.array(list(diagnostics), dtype=str),
+                diag_values=np.array(list(diagnostics.values()), dtype=np.float64),
+            )
+            os.replace(tmp, cache_file)
+        return values, diagnostics, None
+    except ImageReadError as exc:
+        return None, None, (name, exc.reason)
+    except Exception as exc:  # any other failure on one image must not stop a batch
+        logger.exception("feature extraction failed for %s", name)
+        return None, None, (name, f"feature extraction failed: {type(exc).__name__}: {exc}")
+
+
+class FeatureExtractor(TransformerMixin, BaseEstimator):
+    """Whole-hand descriptors of hand radiographs.
+
+    Parameters
+    ----------
+    size : (int, int), default=(384, 320)
+        (height, width) of the canonical preprocessed hand.
+    clahe_clip : float, default=2.0
+        CLAHE clip limit of the preprocessing.
+    families : tuple of str, default=("hog", "lbp", "intensity")
+        Descriptor families to compute, from :data:`boneage_features.descriptors.DESCRIPTORS`.
+    hog_size : (int, int), default=(192, 160)
+        Size the hand is resized to for HOG.
+    hog_cell : int, default=16
+        HOG cell side in pixels of ``hog_size``.
+    hog_orientations : int, default=9
+        HOG orientation bins.
+    lbp_radii : tuple of int, default=(1, 2)
+        LBP radii, pixels of ``lbp_size``.
+    lbp_grid : (int, int), default=(4, 4)
+        Grid of cells for the LBP histograms.
+    lbp_size : (int, int), default=(192, 160)
+        Size the hand is resized to for LBP.
+    intensity_grid : (int, int), default=(4, 4)
+        Grid of cells for the intensity statistics.
+    n_jobs : int, default=1
+        Images processed in parallel (joblib; -1 for all cores).
+    cache_dir : str, Path, False or None, default=None
+        Feature cache folder; None uses :func:`default_cache_dir`, False disables caching.
+    progress : bool, default=False
+        Show a progress bar on stderr.
+    """
+
+    def __init__(
+        self,
+        *,
+        size=(384, 320),
+        clahe_clip=2.0,
+        families=("hog", "lbp", "intensity"),
+        hog_size=(192, 160),
+        hog_cell=16,
+        hog_orientations=9,
+        lbp_radii=(1, 2),
+        lbp_grid=(4, 4),
+        lbp_size=(192, 160),
+        intensity_grid=(4, 4),
+        n_jobs=1,
+        cache_dir=None,
+        progress=False,
+    ):
+        self.size = size
+        self.clahe_clip = clahe_clip
+        self.families = families
+        self.hog_size = hog_size
+        self.hog_cell = hog_cell
+        self.hog_orientations = hog_orientations
+        self.lbp_radii = lbp_radii
+        self.lbp_grid = lbp_grid
+        self.lbp_size = lbp_size
+        self.intensity_grid = intensity_grid
+        self.n_jobs = n_jobs
+        self.cache_dir = cache_dir
+        self.progress = progress
+
+    def _config(self) -> dict:
+        unknown = [f for f in self.families if f not in DESCRIPTORS]
+        if unknown or not self.families:
+            raise ValueError(f"families must be a non-empty subset of {sorted(DESCRIPTORS)}; got {self.families!r}")
+        params = {
+            "hog": {"size": tuple(self.hog_size), "cell": int(self.hog_cell), "orientations": int(self.hog_orientations)},
+            "lbp": {"radii": tuple(self.lbp_radii), "grid": tuple(self.lbp_grid), "size": tuple(self.lbp_size)},
+            "intensity": {"grid": tuple(self.intensity_grid)},
+        }
+        return {
+            "version": FEATURES_VERSION,
+            "size": tuple(self.size),
+            "clahe_clip": float(self.clahe_clip),
+            "families": tuple(self.families),
+            "params": {family: params[family] for family in self.families},
+        }
+
+    def _cache_folder(self, config) -> str | None:
+        if self.cache_dir is False:
+            return None
+        root = Path(self.cache_dir) if self.cache_dir is not None else default_cache_dir()
+        digest = hashlib.sha1(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
+        return str(root / f"features-{digest}")
+
+    def get_feature_names_out(self, input_features=None) -> np.ndarray:
+        """Feature names, in column order; they depend only on the parameters."""
+        config = self._config()
+        names = []
+        for family in config["families"]:
+            names += DESCRIPTORS[family].feature_names(**config["params"][family])
+        return np.array(names, dtype=object)
+
+    def fit(self, X=None, y=None):
+        """Record the feature names; nothing is learned from the images."""
+        self.feature_names_out_ = self.get_feature_names_out()
+        self.n_features_out_ = len(self.feature_names_out_)
+        return self
+
+    def extract(self, X, *, errors="raise") -> Extraction:
+        """Features and diagnostics of every image of ``X``.
+
+        Parameters
+        ----------
+        X : DataFrame with an ``image`` column, Series or sequence of paths or (M, N) arrays
+        errors : {"raise", "record"}, default="raise"
+            "raise" stops at the first failed image with its error; "record" keeps going and lists
+            each failed row in :attr:`Extraction.errors`.
+        """
+        if errors not in ("raise", "record"):
+            raise ValueError(f"errors must be 'raise' or 'record'; got {errors!r}")
+        config = self._config()
+        names = self.get_feature_names_out()
+        index, refs = _as_image_list(X)
+        cache = self._cache_folder(config)
+        jobs = (delayed(_describe_one)(ref, config, cache) for ref in refs)
+        n_jobs = self.n_jobs if len(refs) > 1 else 1
+        results = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=16 if n_jobs != 1 else 1)(jobs)
+        if self.progress:
+            from tqdm.auto import tqdm
+
+            results = tqdm(results, total=len(refs), desc="features", unit="img")
+        rows, diags, keep, failed = [], [], [], {}
+        for position, (values, diagnostics, failure) in enumerate(results):
+            if failure is not None:
+                if errors == "raise":
+                    raise ImageReadError(*failure)
+                failed[index[position]] = "{}: {}".format(*failure)
+                continue
+            rows.append(values)
+            diags.append(diagnostics)
+            keep.append(position)
+        kept_index = index[keep] if len(keep) else index[:0]
+        matrix = np.vstack(rows) if rows else np.empty((0, len(names)), np.float32)
+        features = pd.DataFrame(matrix, index=kept_index, columns=names)
+        diagnostics = pd.DataFrame(diags, index=kept_index)
+        return Extraction(features, diagnostics, pd.Series(failed, dtype=str))
+
+    def transform(self, X) -> pd.DataFrame:
+        """Feature table of ``X`` (one row per image); raises on the first unreadable image."""
+        return self.extract(X, errors="raise").features
