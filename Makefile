@@ -7,10 +7,14 @@ OUT ?= predictions.csv
 
 .PHONY: setup test predict benchmark
 
+# torch first, pinned to the CPU build, so that the `cnn` extra's torch range installs nothing more.
+TORCH ?= torch==2.13.0
+
 $(BIN)/boneage-features: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q "$(TORCH)"
+	$(BIN)/pip install -q -e ".[test,cnn]"
 	touch $@
 
 setup: $(BIN)/boneage-features

@@ -41,7 +41,12 @@ def _pipeline(args):
     extractor = FeatureExtractor(
         n_jobs=args.n_jobs, cache_dir=False if args.no_cache else args.cache_dir, progress=not args.quiet
     )
-    return Pipeline(booster=args.booster, sex_mode=args.sex_mode, extractor=extractor, n_jobs=args.n_jobs)
+    cnn = None
+    if args.cnn:
+        from .embed import CNNEmbedder
+
+        cnn = CNNEmbedder()
+    return Pipeline(booster=args.booster, sex_mode=args.sex_mode, extractor=extractor, cnn=cnn, n_jobs=args.n_jobs)
 
 
 def _cmd_fit(args) -> int:
@@ -117,6 +122,9 @@ def build_parser() -> argparse.ArgumentParser:
     model_options = argparse.ArgumentParser(add_help=False)
     model_options.add_argument("--booster", choices=("lightgbm", "xgboost"), default="lightgbm")
     model_options.add_argument("--sex-mode", choices=("feature", "separate"), default="feature")
+    model_options.add_argument(
+        "--cnn", action="store_true", help="add the shipped CNN's age estimate as a feature (needs torch)"
+    )
 
     fit = commands.add_parser("fit", parents=[common, model_options], help="train a model on a manifest with ages")
     fit.add_argument("-o", "--output", required=True, help="model file to write (.joblib)")

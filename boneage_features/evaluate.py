@@ -114,7 +114,9 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None) ->
     y = pd.Series(np.asarray(y, dtype=float), index=X.index)
     start = time.perf_counter()
     if table is None:
-        table, _ = clone(pipeline).make_table(X)
+        # Training-time features: a CNN contributes its out-of-fold ages, each from a network that never
+        # saw the row, so the test fold's features are as honest as those of unseen images.
+        table, _ = clone(pipeline).make_table(X, oof=True)
     extract_s = time.perf_counter() - start
     male = table[SEX_FEATURE].to_numpy() >= 0.5
     folds = make_folds(y.to_numpy(), male, n_splits=n_splits, random_state=random_state)
@@ -137,6 +139,7 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None) ->
         "config": {
             "booster": pipeline.booster,
             "sex_mode": pipeline.sex_mode,
+            "cnn": pipeline.cnn is not None,
             "n_splits": n_splits,
             "random_state": random_state,
             "n_features": int(table.shape[1]),
@@ -154,6 +157,7 @@ def format_report(result: dict) -> str:
     config = result["config"]
     lines = [
         f"{config['n_splits']}-fold CV, booster={config['booster']}, sex_mode={config['sex_mode']}, "
+        f"cnn={'yes' if config.get('cnn') else 'no'}, "
         f"{config['n_features']} features, n={overall['n']}",
         f"{'':<12}{'n':>7}{'MAE':>9}",
         f"{'all':<12}{overall['n']:>7}{overall['mae']:>9.2f}",

@@ -33,9 +33,9 @@ class BoneAgeRegressor(RegressorMixin, BaseEstimator):
     sex_column : str or int, default="clin_sex_male"
         Column holding sex as 1 (male) / 0 (female): a name for DataFrames, a position for arrays.
         Used only when ``sex_mode="separate"``.
-    n_estimators : int, default=1500
+    n_estimators : int, default=1000
         Boosting rounds.
-    learning_rate : float, default=0.03
+    learning_rate : float, default=0.05
         Shrinkage per round.
     num_leaves : int, default=31
         Leaves per tree (LightGBM); XGBoost uses ``max_depth``.
@@ -45,7 +45,7 @@ class BoneAgeRegressor(RegressorMixin, BaseEstimator):
         Minimum rows in a leaf.
     subsample : float, default=0.8
         Fraction of rows drawn for each tree.
-    colsample_bytree : float, default=0.3
+    colsample_bytree : float, default=0.2
         Fraction of columns drawn for each tree; low values suit wide, redundant descriptor tables.
     reg_lambda : float, default=1.0
         L2 penalty on leaf values.
@@ -75,13 +75,13 @@ class BoneAgeRegressor(RegressorMixin, BaseEstimator):
         booster="lightgbm",
         sex_mode="feature",
         sex_column=SEX_FEATURE,
-        n_estimators=1500,
-        learning_rate=0.03,
+        n_estimators=1000,
+        learning_rate=0.05,
         num_leaves=31,
         max_depth=6,
         min_child_samples=20,
         subsample=0.8,
-        colsample_bytree=0.3,
+        colsample_bytree=0.2,
         reg_lambda=1.0,
         objective="l2",
         device="cpu",

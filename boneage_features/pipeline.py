@@ -69,6 +69,9 @@ class Pipeline(RegressorMixin, BaseEstimator):
         Sex as one more feature, or one model per sex (see :class:`BoneAgeRegressor`).
     extractor : FeatureExtractor, optional
         Feature extractor; by default ``FeatureExtractor(n_jobs=n_jobs, progress=progress)``.
+    cnn : CNNEmbedder, optional
+        Adds the fine-tuned CNN's age estimate (``whole_cnn_age``) to the features; the booster is
+        trained on its out-of-fold values (see :class:`boneage_features.embed.CNNEmbedder`). Needs torch.
     regressor_params : dict, optional
         Further :class:`BoneAgeRegressor` parameters (``n_estimators``, ``learning_rate``, ...).
     n_jobs : int, default=1
@@ -80,6 +83,7 @@ class Pipeline(RegressorMixin, BaseEstimator):
     Attributes
     ----------
     extractor_ : FeatureExtractor
+    cnn_ : CNNEmbedder or None
     regressor_ : BoneAgeRegressor
     feature_names_ : list of str
         Columns the regressor was trained on.
@@ -93,6 +97,7 @@ class Pipeline(RegressorMixin, BaseEstimator):
         booster="lightgbm",
         sex_mode="feature",
         extractor=None,
+        cnn=None,
         regressor_params=None,
         n_jobs=1,
         random_state=0,
@@ -101,6 +106,7 @@ class Pipeline(RegressorMixin, BaseEstimator):
         self.booster = booster
         self.sex_mode = sex_mode
         self.extractor = extractor
+        self.cnn = cnn
         self.regressor_params = regressor_params
         self.n_jobs = n_jobs
         self.random_state = random_state
@@ -116,11 +122,12 @@ class Pipeline(RegressorMixin, BaseEstimator):
         params.setdefault("n_jobs", max(1, os.cpu_count() or 1) if self.n_jobs == -1 else self.n_jobs)
         return BoneAgeRegressor(booster=self.booster, sex_mode=self.sex_mode, random_state=self.random_state, **params)
 
-    def make_table(self, X, *, errors="raise"):
-        """Regressor input for ``X``: image features plus ``clin_sex_male``.
+    def make_table(self, X, *, errors="raise", oof=False):
+        """Regressor input for ``X``: image features (and CNN features) plus ``clin_sex_male``.
 
         Returns ``(table, failed)``: the table of the rows that succeeded and a Series of the error
         message of each row that did not (empty with ``errors="raise"``, which stops at the first).
+        ``oof=True`` (for training) takes the CNN's out-of-fold ages where it has them.
         """
         _check_X(X)
         extractor = getattr(self, "extractor_", None) or self._new_extractor()
@@ -138,7 +145,11 @@ class Pipeline(RegressorMixin, BaseEstimator):
         extraction = extractor.extract(X, errors=errors)
         failed = pd.concat([pd.Series(failed, dtype=str), extraction.errors])
         rows = extraction.features.index
-        table = as_table(extraction.features, male[X.index.get_indexer(rows)])
+        features = extraction.features
+        if self.cnn is not None:
+            cnn = getattr(self, "cnn_", None) or clone(self.cnn)
+            features = features.join(cnn.transform(X.loc[rows], oof=oof))
+        table = as_table(features, male[X.index.get_indexer(rows)])
         return table, failed
 
     def fit(self, X, y):
@@ -156,7 +167,8 @@ class Pipeline(RegressorMixin, BaseEstimator):
         if not np.all(np.isfinite(y)):
             raise ValueError(f"y has {int(np.sum(~np.isfinite(y)))} missing or non-finite ages")
         self.extractor_ = self._new_extractor().fit()
-        table, _ = self.make_table(X)
+        self.cnn_ = clone(self.cnn).fit() if self.cnn is not None else None
+        table, _ = self.make_table(X, oof=True)
         self.regressor_ = self._new_regressor().fit(table, y)
         self.feature_names_ = list(table.columns)
         self.version_ = _package_version()
@@ -212,16 +224,21 @@ class Pipeline(RegressorMixin, BaseEstimator):
         return path
 
 
+def artifacts_dir() -> Path:
+    """Folder of the shipped artifacts: inside the package in a wheel, ``artifacts/`` in a checkout."""
+    package = Path(__file__).resolve().parent
+    for candidate in (package / "_artifacts", package.parent / "artifacts"):
+        if candidate.is_dir():
+            return candidate
+    raise FileNotFoundError(f"no shipped artifacts found (looked in {package / '_artifacts'} and {package.parent / 'artifacts'})")
+
+
 def shipped_model_path() -> Path:
     """Path of the model that ships with the package (``artifacts/model.joblib``)."""
-    package = Path(__file__).resolve().parent
-    for candidate in (package / "_artifacts" / _MODEL_FILE, package.parent / "artifacts" / _MODEL_FILE):
-        if candidate.exists():
-            return candidate
-    raise FileNotFoundError(
-        f"no shipped model found (looked for {package / '_artifacts' / _MODEL_FILE} and "
-        f"{package.parent / 'artifacts' / _MODEL_FILE}); train one with `boneage-features fit`"
-    )
+    path = artifacts_dir() / _MODEL_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no shipped model; train one with `boneage-features fit`")
+    return path
 
 
 def load_model(path=None) -> Pipeline:

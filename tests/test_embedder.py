@@ -1,0 +1,98 @@
+"""CNNEmbedder and a Pipeline that stacks the CNN's age into the booster (CPU, no downloads)."""
+
+import pickle
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("efficientnet_lite_pytorch")
+
+import boneage_features as bf  # noqa: E402
+from boneage_features.embed import CNNEmbedder  # noqa: E402
+from boneage_features.embed.backbone import build_model, save_model  # noqa: E402
+from boneage_features.embed.embedder import AGE_FEATURE, file_sha1  # noqa: E402
+
+from .conftest import draw_hand  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_weights(tmp_path_factory):
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("cnn") / "net.pt"
+    save_model(build_model(pretrained=False), path)
+    return path
+
+
+@pytest.fixture
+def hands(tmp_path):
+    rows = []
+    for i in range(6):
+        path = tmp_path / f"h{i}.png"
+        cv2.imwrite(str(path), (draw_hand(finger_length=0.25 + 0.03 * i, seed=i) * 255).astype(np.uint8))
+        rows.append({"image": str(path), "sex": "MF"[i % 2]})
+    return pd.DataFrame(rows, index=[f"h{i}" for i in range(6)])
+
+
+def test_features_are_named_and_deterministic(tiny_weights, hands):
+    embedder = CNNEmbedder(weights=tiny_weights, size=(128, 96), device="cpu").fit()
+    first = embedder.transform(hands)
+    assert list(first.columns) == [AGE_FEATURE] and first.index.equals(hands.index)
+    assert np.isfinite(first.to_numpy()).all()
+    pd.testing.assert_frame_equal(first, CNNEmbedder(weights=tiny_weights, size=(128, 96), device="cpu").transform(hands))
+    wide = CNNEmbedder(weights=tiny_weights, size=(128, 96), include_embedding=True).transform(hands.iloc[:2])
+    assert wide.shape == (2, 1281) and wide.columns[1] == "whole_cnn_0000"
+    np.testing.assert_allclose(wide[AGE_FEATURE], first[AGE_FEATURE].iloc[:2], rtol=1e-5)
+
+
+def test_out_of_fold_ages_replace_the_network_for_training_images(tiny_weights, hands, tmp_path):
+    table = tmp_path / "oof.csv"
+    pd.DataFrame({"sha1": [file_sha1(hands["image"].iloc[1])], "cnn_age": [77.5]}).to_csv(table, index=False)
+    embedder = CNNEmbedder(weights=tiny_weights, oof_table=table, size=(128, 96))
+    trained = embedder.transform(hands, oof=True)
+    plain = embedder.transform(hands)
+    assert trained[AGE_FEATURE].iloc[1] == pytest.approx(77.5)
+    assert plain[AGE_FEATURE].iloc[1] != pytest.approx(77.5)
+    np.testing.assert_allclose(trained.drop(index="h1"), plain.drop(index="h1"))
+    with pytest.raises(ValueError, match="out-of-fold"):
+        CNNEmbedder(weights=tiny_weights, oof_table=table, include_embedding=True).transform(hands, oof=True)
+
+
+def test_pipeline_with_cnn_pickles_and_predicts_identically(tiny_weights, hands, tmp_path):
+    y = np.linspace(20, 200, len(hands))
+    model = bf.Pipeline(
+        extractor=bf.FeatureExtractor(cache_dir=False),
+        cnn=CNNEmbedder(weights=tiny_weights, size=(128, 96)),
+        regressor_params={"n_estimators": 30, "learning_rate": 0.2},
+    ).fit(hands, y)
+    assert AGE_FEATURE in model.feature_names_ and model.feature_names_[-1] == "clin_sex_male"
+    predicted = model.predict(hands)
+    again = pickle.loads(pickle.dumps(model))
+    assert getattr(again.cnn_, "_net", None) is None  # the network travels as its file, not pickled
+    np.testing.assert_array_equal(again.predict(hands), predicted)
+    path = model.save(tmp_path / "with_cnn.joblib")
+    np.testing.assert_array_equal(bf.load_model(path).predict(hands), predicted)
+
+
+def test_shipped_network_reads_real_radiographs(data_dir, train_manifest):
+    X, y = train_manifest
+    rows = X.sample(n=8, random_state=3).index
+    ages = CNNEmbedder(device="cpu").transform(X.loc[rows])[AGE_FEATURE]
+    assert np.mean(np.abs(ages - y.loc[rows])) < 20  # a 12-epoch network: ~7 months on held-out data
+    oof = CNNEmbedder().transform(X.loc[rows], oof=True)[AGE_FEATURE]
+    table = pd.read_csv(bf.pipeline.artifacts_dir() / "cnn" / "cnn_oof.csv", dtype={"id": str}).set_index("id")
+    np.testing.assert_allclose(oof.to_numpy(), table.loc[rows, "cnn_age"].to_numpy(), rtol=1e-6)
+
+
+def test_cli_evaluate_with_the_shipped_cnn(tmp_path, synthetic_manifest):
+    import json
+
+    from boneage_features.cli import main
+
+    out = tmp_path / "cv.json"
+    args = ["--folds", "3", "--cnn", "-q", "--n-jobs", "1", "--cache-dir", str(tmp_path / "c"), "-o", str(out)]
+    assert main(["evaluate", str(synthetic_manifest), *args]) == 0
+    figures = json.loads(out.read_text())
+    assert figures["config"]["n_features"] == len(bf.FeatureExtractor().get_feature_names_out()) + 2
