@@ -12,26 +12,11 @@ import json
 import logging
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 logger = logging.getLogger("boneage_features")
 
 EXIT_OK, EXIT_INPUT, EXIT_USAGE, EXIT_UNEXPECTED = 0, 1, 2, 3
-
-
-def _write_atomic(path, write):
-    """Call ``write(tmp_path)`` then move the file into place, so a reader never sees half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def _pipeline(args):
@@ -62,7 +47,7 @@ def _cmd_fit(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from .io import read_manifest
+    from .io import read_manifest, write_atomic
     from .pipeline import load_model
 
     X, _ = read_manifest(args.manifest, image_dir=args.image_dir, errors="coerce")
@@ -73,7 +58,7 @@ def _cmd_predict(args) -> int:
     result = model.predict_batch(X)
     result.insert(0, "image", X["image"])
     result.index.name = "id"
-    _write_atomic(args.output, lambda tmp: result.to_csv(tmp, float_format="%.2f"))
+    write_atomic(args.output, lambda tmp: result.to_csv(tmp, float_format="%.2f"))
     n_failed = int((result["status"] != "ok").sum())
     logger.info("%d of %d rows predicted; written to %s", len(result) - n_failed, len(result), args.output)
     for row, message in result.loc[result["status"] != "ok", "error"].items():
@@ -83,7 +68,7 @@ def _cmd_predict(args) -> int:
 
 def _cmd_evaluate(args) -> int:
     from .evaluate import cross_validate, format_report
-    from .io import read_manifest
+    from .io import read_manifest, write_atomic
 
     X, y = read_manifest(args.manifest, image_dir=args.image_dir)
     if y is None:
@@ -93,10 +78,10 @@ def _cmd_evaluate(args) -> int:
     report = format_report(result)
     print(report)
     if args.output:
-        _write_atomic(args.output, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))
+        write_atomic(args.output, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2) + "\n"))
     if args.predictions:
         predictions.index.name = "id"
-        _write_atomic(args.predictions, lambda tmp: predictions.to_csv(tmp, float_format="%.3f"))
+        write_atomic(args.predictions, lambda tmp: predictions.to_csv(tmp, float_format="%.3f"))
     return EXIT_OK
 
 

@@ -18,6 +18,7 @@ import math
 import numbers
 import os
 import struct
+import tempfile
 import zlib
 from collections import Counter
 from pathlib import Path
@@ -806,3 +807,26 @@ def _parse_age_column(values: pd.Series, column: str, ids: list[str], messages: 
         messages[i].append((column, f"column {column!r}, data row {i + 1} (id {ids[i]!r}): {problem}"))
         age[i] = np.nan
     return age
+
+
+def write_atomic(path, write) -> Path:
+    """Write a file so that no reader ever sees half of it.
+
+    ``write(tmp_path)`` writes a temporary file beside ``path``, which is then renamed over ``path``
+    (atomic on POSIX); the temporary file is removed if ``write`` fails. The file gets the usual
+    permissions (0666 less the umask), not mkstemp's private 0600.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -33,6 +33,11 @@ class BoneAgeRegressor(RegressorMixin, BaseEstimator):
     sex_column : str or int, default="clin_sex_male"
         Column holding sex as 1 (male) / 0 (female): a name for DataFrames, a position for arrays.
         Used only when ``sex_mode="separate"``.
+    base_column : str or int, optional
+        Column holding a prior estimate of the age in months (e.g. the CNN's ``whole_cnn_age``). The
+        trees then learn the correction to it (boosting starts from it: LightGBM ``init_score``,
+        XGBoost ``base_margin``) instead of the age from scratch; it stays a feature as well. Without
+        it, a dominant estimate would be missing from most trees under column subsampling.
     n_estimators : int, default=1000
         Boosting rounds.
     learning_rate : float, default=0.05
@@ -75,6 +80,7 @@ class BoneAgeRegressor(RegressorMixin, BaseEstimator):
         booster="lightgbm",
         sex_mode="feature",
         sex_column=SEX_FEATURE,
+        base_column=None,
         n_estimators=1000,
         learning_rate=0.05,
         num_leaves=31,
@@ -92,6 +98,7 @@ class BoneAgeRegressor(RegressorMixin, BaseEstimator):
         self.booster = booster
         self.sex_mode = sex_mode
         self.sex_column = sex_column
+        self.base_column = base_column
         self.n_estimators = n_estimators
         self.learning_rate = learning_rate
         self.num_leaves = num_leaves
@@ -160,25 +167,35 @@ class BoneAgeRegressor(RegressorMixin, BaseEstimator):
         params.update(extra)
         return xgboost.XGBRegressor(**params)
 
-    def _sex_position(self, X):
-        if isinstance(self.sex_column, str):
+    def _position(self, X, column, role):
+        """Position in ``X`` of ``column`` (a name or a position), for the parameter ``role``."""
+        if isinstance(column, str):
             names = getattr(self, "feature_names_in_", None)
-            if names is None or self.sex_column not in names:
+            if names is None or column not in names:
                 raise ValueError(
-                    f"sex_mode='separate' needs the sex column {self.sex_column!r} in X; "
-                    "pass a DataFrame that has it, or give sex_column as a column position"
+                    f"{role}={column!r} is not a column of X; pass a DataFrame that has it, "
+                    "or give the column's position"
                 )
-            return int(np.flatnonzero(names == self.sex_column)[0])
-        position = int(self.sex_column)
+            return int(np.flatnonzero(names == column)[0])
+        position = int(column)
         if not 0 <= position < X.shape[1]:
-            raise ValueError(f"sex_column={self.sex_column!r} is outside the {X.shape[1]} columns of X")
+            raise ValueError(f"{role}={column!r} is outside the {X.shape[1]} columns of X")
         return position
+
+    def _base(self, X, rows):
+        """Prior estimate of each row (zeros without ``base_column``)."""
+        if self.base_column is None:
+            return np.zeros(int(rows.sum()))
+        base = X[rows, self._position(X, self.base_column, "base_column")].astype(np.float64)
+        if not np.all(np.isfinite(base)):
+            raise ValueError(f"base_column={self.base_column!r} has missing values; it must be complete")
+        return base
 
     def _groups(self, X):
         """Row masks per model and the columns each model sees."""
         if self.sex_mode == "feature":
             return {"all": np.ones(len(X), bool)}, np.arange(X.shape[1])
-        position = self._sex_position(X)
+        position = self._position(X, self.sex_column, "sex_column")
         male = X[:, position] >= 0.5
         columns = np.delete(np.arange(X.shape[1]), position)
         return {"M": male, "F": ~male}, columns
@@ -199,7 +216,11 @@ class BoneAgeRegressor(RegressorMixin, BaseEstimator):
             if not rows.any():
                 raise ValueError(f"sex_mode='separate' needs both sexes in the training data; no row has sex {key}")
             model = self._new_booster(int(rows.sum()))
-            model.fit(X[np.ix_(rows, columns)], y[rows])
+            if self.base_column is None:
+                model.fit(X[np.ix_(rows, columns)], y[rows])
+            else:
+                margin = "init_score" if self.booster == "lightgbm" else "base_margin"
+                model.fit(X[np.ix_(rows, columns)], y[rows], **{margin: self._base(X, rows)})
             self.models_[key] = model
         return self
 
@@ -211,7 +232,11 @@ class BoneAgeRegressor(RegressorMixin, BaseEstimator):
         months = np.empty(len(X), dtype=np.float64)
         for key, rows in groups.items():
             if rows.any():
-                months[rows] = self.models_[key].predict(X[np.ix_(rows, columns)])
+                # LightGBM's predict leaves the init_score out; XGBoost's takes base_margin. Add it alike.
+                extra = {}
+                if self.base_column is not None and self.booster == "xgboost":
+                    extra["base_margin"] = np.zeros(int(rows.sum()))
+                months[rows] = self.models_[key].predict(X[np.ix_(rows, columns)], **extra) + self._base(X, rows)
         return months
 
     def __sklearn_tags__(self):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
@@ -21,12 +20,17 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from .features import FEATURES_VERSION, FeatureExtractor
-from .io import parse_sex
+from .io import parse_sex, write_atomic
 from .model import BoneAgeRegressor, as_table
 
 logger = logging.getLogger(__name__)
 
 _SAVE_FORMAT = 1
+
+#: Regressor defaults when a CNN is stacked: boosting starts from the CNN's age and a small, shallow
+#: ensemble learns the correction. Chosen by CV on folds 0-1: 7.88 months against 7.99 for the CNN
+#: alone and 8.09 for the general defaults (1000 rounds at 0.05), which over-fit the residual.
+STACKED_DEFAULTS = {"base_column": "whole_cnn_age", "n_estimators": 300, "learning_rate": 0.03, "num_leaves": 15}
 _MODEL_FILE = "model.joblib"
 
 
@@ -71,9 +75,11 @@ class Pipeline(RegressorMixin, BaseEstimator):
         Feature extractor; by default ``FeatureExtractor(n_jobs=n_jobs, progress=progress)``.
     cnn : CNNEmbedder, optional
         Adds the fine-tuned CNN's age estimate (``whole_cnn_age``) to the features; the booster is
-        trained on its out-of-fold values (see :class:`boneage_features.embed.CNNEmbedder`). Needs torch.
+        trained on its out-of-fold values (see :class:`boneage_features.embed.CNNEmbedder`) and, by
+        default, learns a correction to it (:data:`STACKED_DEFAULTS`). Needs torch.
     regressor_params : dict, optional
-        Further :class:`BoneAgeRegressor` parameters (``n_estimators``, ``learning_rate``, ...).
+        Further :class:`BoneAgeRegressor` parameters (``n_estimators``, ``learning_rate``, ...); they
+        override the stacked defaults.
     n_jobs : int, default=1
         Parallel images for the default extractor and threads for the booster.
     random_state : int, default=0
@@ -118,7 +124,8 @@ class Pipeline(RegressorMixin, BaseEstimator):
         return FeatureExtractor(n_jobs=self.n_jobs, progress=self.progress)
 
     def _new_regressor(self) -> BoneAgeRegressor:
-        params = dict(self.regressor_params or {})
+        params = dict(STACKED_DEFAULTS) if self.cnn is not None else {}
+        params.update(self.regressor_params or {})
         params.setdefault("n_jobs", max(1, os.cpu_count() or 1) if self.n_jobs == -1 else self.n_jobs)
         return BoneAgeRegressor(booster=self.booster, sex_mode=self.sex_mode, random_state=self.random_state, **params)
 
@@ -205,23 +212,13 @@ class Pipeline(RegressorMixin, BaseEstimator):
     def save(self, path) -> Path:
         """Write the fitted model to ``path`` (joblib), atomically; returns the path."""
         check_is_fitted(self, "regressor_")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "format": _SAVE_FORMAT,
             "version": self.version_,
             "features_version": self.features_version_,
             "model": self,
         }
-        handle, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        os.close(handle)
-        try:
-            joblib.dump(payload, tmp, compress=3)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-        return path
+        return write_atomic(path, lambda tmp: joblib.dump(payload, tmp, compress=3))
 
 
 def artifacts_dir() -> Path:

@@ -68,6 +68,7 @@ def test_pipeline_with_cnn_pickles_and_predicts_identically(tiny_weights, hands,
         regressor_params={"n_estimators": 30, "learning_rate": 0.2},
     ).fit(hands, y)
     assert AGE_FEATURE in model.feature_names_ and model.feature_names_[-1] == "clin_sex_male"
+    assert model.regressor_.base_column == AGE_FEATURE  # the stacked default: correct the CNN's age
     predicted = model.predict(hands)
     again = pickle.loads(pickle.dumps(model))
     assert getattr(again.cnn_, "_net", None) is None  # the network travels as its file, not pickled

@@ -676,3 +676,27 @@ def test_real_train_csv(rsna_dir):
     assert all(os.path.isfile(p) for p in X["image"])
     assert X.loc["1377", "image"] == str(rsna_dir / "train" / "1377.jpg")
     assert X.loc["1377", "sex"] == "F" and y.loc["1377"] == 180.0
+
+
+def test_write_atomic_replaces_whole_files_and_cleans_up(tmp_path):
+    import os
+
+    from boneage_features.io import write_atomic
+
+    target = tmp_path / "sub" / "out.txt"
+    old_umask = os.umask(0o022)
+    try:
+        write_atomic(target, lambda tmp: Path(tmp).write_text("first"))
+    finally:
+        os.umask(old_umask)
+    assert target.read_text() == "first"
+    assert target.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+
+    def fail(tmp):
+        Path(tmp).write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_atomic(target, fail)
+    assert target.read_text() == "first"
+    assert [p.name for p in target.parent.iterdir()] == ["out.txt"]
