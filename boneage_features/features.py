@@ -22,7 +22,7 @@ from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .descriptors import DESCRIPTORS
-from .io import ImageReadError, read_image
+from .io import ImageReadError, file_sha1, read_image
 from .preprocess import preprocess_hand
 
 logger = logging.getLogger(__name__)
@@ -77,14 +77,11 @@ def _as_image_list(X):
 
 def _content_key(ref) -> str:
     """Hash of the image's content: the file's bytes, or the array's dtype, shape and bytes."""
+    if not isinstance(ref, np.ndarray):
+        return file_sha1(ref)
     digest = hashlib.sha1()
-    if isinstance(ref, np.ndarray):
-        digest.update(f"{ref.dtype}{ref.shape}".encode())
-        digest.update(np.ascontiguousarray(ref).tobytes())
-    else:
-        with open(ref, "rb") as handle:
-            for chunk in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(chunk)
+    digest.update(f"{ref.dtype}{ref.shape}".encode())
+    digest.update(np.ascontiguousarray(ref).tobytes())
     return digest.hexdigest()
 
 

@@ -12,6 +12,7 @@ naming the file, column, row and value, or with ``errors="coerce"`` a per-row me
 
 from __future__ import annotations
 
+import hashlib
 import io
 import logging
 import math
@@ -830,3 +831,12 @@ def write_atomic(path, write) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def file_sha1(path) -> str:
+    """SHA-1 of a file's bytes, read in chunks: the identity of an image for caches and look-ups."""
+    digest = hashlib.sha1()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -13,7 +13,8 @@ pytest.importorskip("efficientnet_lite_pytorch")
 import boneage_features as bf  # noqa: E402
 from boneage_features.embed import CNNEmbedder  # noqa: E402
 from boneage_features.embed.backbone import build_model, save_model  # noqa: E402
-from boneage_features.embed.embedder import AGE_FEATURE, file_sha1  # noqa: E402
+from boneage_features.embed.embedder import AGE_FEATURE  # noqa: E402
+from boneage_features.io import file_sha1  # noqa: E402
 
 from .conftest import draw_hand  # noqa: E402
 

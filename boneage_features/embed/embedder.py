@@ -18,13 +18,14 @@ without it and says what to install when it must predict.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin
+
+from ..io import file_sha1
 
 logger = logging.getLogger(__name__)
 
@@ -38,15 +39,6 @@ def _artifact(name) -> Path:
     from ..pipeline import artifacts_dir
 
     return artifacts_dir() / name
-
-
-def file_sha1(path) -> str:
-    """SHA-1 of a file's bytes (the key of the out-of-fold table)."""
-    digest = hashlib.sha1()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class CNNEmbedder(TransformerMixin, BaseEstimator):
