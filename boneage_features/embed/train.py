@@ -10,6 +10,10 @@ Training: L1 loss on ``age / age_std`` (the model's target scale), AdamW with a 
 the new head, linear warm-up then cosine decay, bf16 autocast and channels_last on CUDA. On the
 CPU, with a fixed ``seed``, two runs give identical weights.
 
+Interrupted runs: ``on_epoch`` receives the whole training state after every epoch (model,
+optimizer, step, epoch, random generators, history) for a checkpoint, and ``resume=`` that state
+continues the run where it stopped; on the CPU the result is bitwise that of an uninterrupted run.
+
 A time guard keeps a run within ``time_budget`` seconds: after the first epoch the number of
 epochs is cut to what fits (the cosine schedule is re-planned on the shorter length), and a run
 that still overruns stops at the budget.
@@ -19,8 +23,10 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 import torch
@@ -36,6 +42,8 @@ __all__ = ["AugmentConfig", "TrainConfig", "augment", "fit", "predict", "resolve
 _UNTIMED_STEPS = 8
 # Safety factor on the extrapolated epoch time of the time guard.
 _GUARD_MARGIN = 1.05
+# Per-epoch lists of fit's history, carried in a training state.
+_EPOCH_KEYS = ("epoch_seconds", "train_loss", "val_mae")
 
 
 @dataclass
@@ -216,6 +224,29 @@ def predict(
     return torch.cat(ages).numpy(), torch.cat(embs).numpy()
 
 
+def _training_state(model, opt, gen, *, epoch: int, step: int, hist: dict) -> dict:
+    dev = gen.device
+    return {
+        "epoch": epoch,
+        "step": step,
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "generator": gen.get_state(),
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(dev) if dev.type == "cuda" else None,
+        "history": {k: list(hist[k]) for k in _EPOCH_KEYS},
+    }
+
+
+def _restore(state: dict, model, opt, gen) -> None:
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"].cpu())
+    torch.set_rng_state(state["torch_rng"].cpu())
+    if state.get("cuda_rng") is not None and gen.device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda_rng"].cpu(), gen.device)
+
+
 def fit(
     model: BoneAgeNet,
     images: torch.Tensor,
@@ -225,6 +256,9 @@ def fit(
     config: TrainConfig | None = None,
     val: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     log=None,
+    on_epoch: Callable[[dict], None] | None = None,
+    resume: dict | None = None,
+    progress: bool = False,
 ) -> dict:
     """Fine-tune ``model`` in place on images already on its device.
 
@@ -242,6 +276,17 @@ def fit(
         Scored (MAE in months) after every epoch.
     log : callable(str), optional
         Progress lines (one per epoch); default the module logger.
+    on_epoch : callable(dict), optional
+        Called after every epoch (and its validation) with the training state: ``epoch`` (epochs
+        done), ``step``, ``model`` and ``optimizer`` state dicts, ``generator``, ``torch_rng`` and
+        ``cuda_rng`` states, ``history`` (the per-epoch lists so far). Tensors are live references:
+        save them (``torch.save``) before the next step.
+    resume : dict, optional
+        A state given to ``on_epoch`` by an earlier call with the same data and config: training
+        continues at its epoch and step. ``config.epochs`` may differ from that run's; the
+        schedule then continues on the new length.
+    progress : bool
+        A tqdm bar over the batches of each epoch, on stderr.
 
     Returns
     -------
@@ -271,6 +316,8 @@ def fit(
     opt = torch.optim.AdamW(_param_groups(model, config), betas=(0.9, 0.999), eps=1e-6,
                             fused=cuda)
     base_lrs = [g["lr"] for g in opt.param_groups]
+    if resume is not None:
+        _restore(resume, model, opt, gen)
     age_f = age.float()
     sex_f = sex.float()
     inv_std = 1.0 / float(model.age_std)
@@ -279,15 +326,24 @@ def fit(
     total = epochs * steps_per_epoch
     hist = {"epochs_planned": epochs, "epoch_seconds": [], "train_loss": [], "val_mae": [],
             "stopped_by_budget": False}
-    t_start = time.perf_counter()
     step = 0
     epoch = 0
+    if resume is not None:
+        step, epoch = int(resume["step"]), int(resume["epoch"])
+        hist.update({k: list(resume["history"][k]) for k in _EPOCH_KEYS})
+    t_start = time.perf_counter()
     while epoch < epochs:
         model.train()
         t_ep = time.perf_counter()
         t_timed = None
         perm = torch.randperm(n, generator=gen, device=dev)
         loss_sum = torch.zeros((), device=dev)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=steps_per_epoch, desc=f"epoch {epoch + 1}/{epochs}", unit="batch",
+                       leave=False, file=sys.stderr)
         for i in range(steps_per_epoch):
             if epoch == 0 and i == min(_UNTIMED_STEPS, steps_per_epoch - 1):
                 if cuda:
@@ -310,6 +366,8 @@ def fit(
             opt.step()
             loss_sum += loss.detach()
             step += 1
+            if bar is not None:
+                bar.update()
             if (
                 config.time_budget is not None
                 and i % 16 == 15
@@ -317,6 +375,8 @@ def fit(
             ):
                 hist["stopped_by_budget"] = True
                 break
+        if bar is not None:
+            bar.close()
         if cuda:
             torch.cuda.synchronize()
         now = time.perf_counter()
@@ -333,6 +393,8 @@ def fit(
             msg += f"  val MAE {mae:.2f} mo ({time.perf_counter() - now:.1f}s)"
         log(msg)
         epoch += 1
+        if on_epoch is not None:
+            on_epoch(_training_state(model, opt, gen, epoch=epoch, step=step, hist=hist))
         if hist["stopped_by_budget"]:
             log(f"time budget {config.time_budget:.0f}s reached: stopped in epoch {epoch}")
             break
