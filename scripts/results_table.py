@@ -17,7 +17,8 @@ def main(paths):
     for path in paths:
         result = json.loads(Path(path).read_text())
         c, o = result["config"], result["overall"]
-        name = f"{c['booster']}, sex as {c['sex_mode']}" + (", + CNN age" if c.get("cnn") else "")
+        sex = "sex as a feature" if c["sex_mode"] == "feature" else "one model per sex"
+        name = f"{c['booster']}, {sex}" + (", + CNN age" if c.get("cnn") else "")
         bands = " | ".join(f"{o['mae_by_band'][b]['mae']:.1f}" if b in o["mae_by_band"] else "" for b in BANDS)
         print(
             f"| {name} (`{Path(path).name}`) | **{o['mae']:.2f}** | {o['rmse']:.2f} | {o['r2']:.3f} | "
