@@ -22,7 +22,7 @@ from joblib import Parallel, delayed
 from sklearn.base import BaseEstimator, TransformerMixin
 
 from .descriptors import DESCRIPTORS
-from .io import ImageReadError, file_sha1, read_image
+from .io import ImageReadError, file_sha1, read_image, write_atomic
 from .preprocess import preprocess_hand
 
 logger = logging.getLogger(__name__)
@@ -85,6 +85,11 @@ def _content_key(ref) -> str:
     return digest.hexdigest()
 
 
+def _savez(path, arrays):
+    with open(path, "wb") as handle:  # a handle, so np.savez does not append ".npz" to the name
+        np.savez(handle, **arrays)
+
+
 def _describe_one(ref, config: dict, cache_dir: str | None):
     """Features and diagnostics of one image, from the cache when there.
 
@@ -117,15 +122,12 @@ def _describe_one(ref, config: dict, cache_dir: str | None):
         values = np.concatenate(parts).astype(np.float32)
         diagnostics = {key: float(value) for key, value in hand.diagnostics.items()}
         if cache_file is not None:
-            cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(f".{os.getpid()}.tmp.npz")
-            np.savez(
-                tmp,
-                values=values,
-                diag_names=np.array(list(diagnostics), dtype=str),
-                diag_values=np.array(list(diagnostics.values()), dtype=np.float64),
-            )
-            os.replace(tmp, cache_file)
+            arrays = {
+                "values": values,
+                "diag_names": np.array(list(diagnostics), dtype=str),
+                "diag_values": np.array(list(diagnostics.values()), dtype=np.float64),
+            }
+            write_atomic(cache_file, lambda tmp: _savez(tmp, arrays))
         return values, diagnostics, None
     except ImageReadError as exc:
         return None, None, (name, exc.reason)

@@ -190,9 +190,20 @@ def test_usage_errors_exit_2(hands, tmp_path):
     assert main(["train-cnn", str(hands), "-o", "n.pt", "--device", "tpu"]) == 2
 
 
-def test_hand_u8_is_what_the_embedder_feeds_the_network(hands):
+def test_hand_u8_is_what_the_embedder_feeds_the_network(hands, monkeypatch):
+    import boneage_features.embed.train as train
+
     ref = str(hands.parent / "h05.png")
-    np.testing.assert_array_equal(hand_u8(ref, size=(64, 48)), CNNEmbedder(size=(64, 48))._hand_u8(ref))
+    fed = []
+    real_predict = train.predict
+
+    def spy(net, images, sex, **kwargs):
+        fed.append(images.cpu().numpy())
+        return real_predict(net, images, sex, **kwargs)
+
+    monkeypatch.setattr(train, "predict", spy)
+    CNNEmbedder(size=(64, 48), device="cpu").transform(pd.DataFrame({"image": [ref], "sex": ["M"]}))
+    np.testing.assert_array_equal(hand_u8(ref, size=(64, 48)), fed[0][0, 0])
 
 
 def test_preprocess_images_keeps_order_and_reports_failures(hands, tmp_path):

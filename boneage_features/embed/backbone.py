@@ -27,6 +27,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..io import write_atomic
+
 logger = logging.getLogger(__name__)
 
 __all__ = [
@@ -252,11 +254,7 @@ def build_model(
 
 
 def _atomic_save(obj, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
 def save_model(model: BoneAgeNet, path: str | os.PathLike) -> Path:

@@ -12,7 +12,6 @@ so a run killed while writing leaves the previous checkpoint intact.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
@@ -152,12 +151,9 @@ def save_checkpoint(state: dict, folder) -> Path:
     """Write a training state to ``<folder>/last.pt`` atomically; returns the path."""
     import torch
 
-    path = Path(folder) / CHECKPOINT_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-    return path
+    from ..io import write_atomic
+
+    return write_atomic(Path(folder) / CHECKPOINT_FILE, lambda tmp: torch.save(state, tmp))
 
 
 def load_checkpoint(folder, *, map_location="cpu") -> dict | None:

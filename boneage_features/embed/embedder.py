@@ -125,13 +125,6 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
         state.pop("_torch_device", None)
         return state
 
-    def _hand_u8(self, ref):
-        from ..io import read_image
-        from ..preprocess import preprocess_hand
-
-        hand = preprocess_hand(read_image(ref), size=tuple(self.size))
-        return np.clip(np.round(hand.image * 255.0), 0, 255).astype(np.uint8)
-
     def transform(self, X, *, oof=False) -> pd.DataFrame:
         """CNN features of every row of ``X`` (a DataFrame with ``image`` and ``sex`` columns).
 
@@ -166,6 +159,7 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
     def _run(self, refs, male, out, positions):
         import torch
 
+        from .data import hand_u8
         from .train import predict
 
         net = self._network()
@@ -173,7 +167,7 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
             torch.set_num_threads(int(self.n_threads))
         for start in range(0, len(refs), int(self.batch_size)):
             chunk = slice(start, start + int(self.batch_size))
-            images = torch.from_numpy(np.stack([self._hand_u8(ref) for ref in refs[chunk]]))[:, None]
+            images = torch.from_numpy(np.stack([hand_u8(ref, size=self.size) for ref in refs[chunk]]))[:, None]
             sex = torch.from_numpy(male[chunk])
             age, embedding = predict(
                 net, images.to(self._torch_device), sex.to(self._torch_device), batch_size=int(self.batch_size)
