@@ -15,6 +15,7 @@ from .io import ImageReadError, ManifestError, read_image, read_manifest
 from .features import FeatureExtractor
 from .model import BoneAgeRegressor
 from .pipeline import Pipeline, load_model, shipped_model_path
+from .plotting import draw_regions, plot_regions  # matplotlib is imported only when a figure is made
 
 __all__ = [
     "BoneAgeRegressor",
@@ -23,7 +24,9 @@ __all__ = [
     "ManifestError",
     "Pipeline",
     "__version__",
+    "draw_regions",
     "load_model",
+    "plot_regions",
     "read_image",
     "read_manifest",
     "shipped_model_path",

@@ -1,5 +1,7 @@
-"""Command line: ``boneage-features fit | predict | evaluate | train-cnn``.
+"""Command line: ``boneage-features fit | predict | evaluate | train-cnn | regions``.
 
+``regions`` runs the landmark and region detection alone over a manifest: a CSV of every landmark,
+region box and quality value, and an overlay picture per image for checking the detection by eye.
 Results go to files (written atomically) or stdout, logs and progress bars to stderr. Exit codes:
 0 done, 1 bad input (manifest, image, model file), 2 usage, 3 unexpected error. Heavy modules are
 imported inside the subcommands so that ``--help`` answers at once.
@@ -23,8 +25,12 @@ def _pipeline(args):
     from .features import FeatureExtractor
     from .pipeline import Pipeline
 
+    from .regions import REGION_NAMES
+
+    layout = {"whole": {"regions": ()}, "regions": {"families": ()}, "both": {}}[args.features]
     extractor = FeatureExtractor(
-        n_jobs=args.n_jobs, cache_dir=False if args.no_cache else args.cache_dir, progress=not args.quiet
+        n_jobs=args.n_jobs, cache_dir=False if args.no_cache else args.cache_dir, progress=not args.quiet,
+        **{"regions": REGION_NAMES, **layout},
     )
     cnn = None
     if args.cnn:
@@ -82,6 +88,105 @@ def _cmd_evaluate(args) -> int:
     if args.predictions:
         predictions.index.name = "id"
         write_atomic(args.predictions, lambda tmp: predictions.to_csv(tmp, float_format="%.3f"))
+    return EXIT_OK
+
+
+def _regions_of_one(path: str, overlay: str | None) -> dict:
+    """Landmarks, regions and diagnostics of one radiograph as one CSV row; never raises."""
+    from .io import ImageReadError, read_image, write_atomic
+    from .plotting import draw_regions
+    from .preprocess import preprocess_hand
+    from .regions import detect_regions
+
+    try:
+        hand = preprocess_hand(read_image(path))
+        found = detect_regions(hand.image, hand.mask)
+        if overlay is not None:
+            import cv2
+
+            ok, png = cv2.imencode(".png", cv2.cvtColor(draw_regions(hand.image, found), cv2.COLOR_RGB2BGR))
+            if not ok:
+                raise OSError(f"cannot encode the overlay {overlay}")
+            write_atomic(overlay, lambda tmp: Path(tmp).write_bytes(png.tobytes()))
+    except ImageReadError as exc:
+        return {"status": "error", "error": str(exc)}
+    except Exception as exc:  # one odd image must not stop the batch
+        logger.debug("region detection failed for %s", path, exc_info=True)
+        return {"status": "error", "error": f"{path}: {type(exc).__name__}: {exc}"}
+    row = {"status": "ok", "error": "", "regions_ok": found.ok}
+    for name, (x, y) in found.landmarks.items():
+        row[f"{name}_x"], row[f"{name}_y"] = float(x), float(y)
+    for name, region in found.regions.items():
+        row.update({
+            f"{name}_cx": region.center[0], f"{name}_cy": region.center[1], f"{name}_h": region.size[0],
+            f"{name}_w": region.size[1], f"{name}_angle": region.angle, f"{name}_found": int(region.found),
+        })
+    row.update(hand.diagnostics)
+    row.update(found.diagnostics)
+    return row
+
+
+def _region_table_columns() -> list:
+    """Columns of the ``regions`` CSV, fixed whichever rows succeed: diagnostics keys from a blank image."""
+    import numpy as np
+
+    from .plotting import LANDMARK_NAMES
+    from .preprocess import preprocess_hand
+    from .regions import REGION_NAMES, detect_regions
+
+    columns = ["image", "status", "error"]
+    columns += [f"{name}_{axis}" for name in LANDMARK_NAMES for axis in ("x", "y")]
+    columns += [f"{name}_{part}" for name in REGION_NAMES for part in ("cx", "cy", "h", "w", "angle", "found")]
+    blank = preprocess_hand(np.zeros((64, 64), np.float32))
+    columns += list(blank.diagnostics)
+    columns += [key for key in detect_regions(blank.image, blank.mask).diagnostics if key not in columns]
+    return columns
+
+
+def _safe_file_name(row_id) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]", "_", str(row_id)) or "_"
+
+
+def _cmd_regions(args) -> int:
+    import pandas as pd
+    from joblib import Parallel, delayed
+
+    from .io import read_manifest, write_atomic
+
+    if args.limit is not None and args.limit < 1:
+        raise _InputError(f"--limit must be a positive number of rows; got {args.limit}")
+    X, _ = read_manifest(args.manifest, image_dir=args.image_dir, errors="coerce")  # sex is not needed here
+    if args.limit:
+        X = X.iloc[: args.limit]
+    out = Path(args.output)
+    overlays = None if args.no_overlays else out / "overlays"
+    jobs = [
+        delayed(_regions_of_one)(path, None if overlays is None else str(overlays / f"{_safe_file_name(i)}.png"))
+        for i, path in X["image"].items()
+    ]
+    n_jobs = args.n_jobs if len(jobs) > 1 else 1
+    results = Parallel(n_jobs=n_jobs, return_as="generator", batch_size=8 if n_jobs != 1 else 1)(jobs)
+    if not args.quiet:
+        from tqdm import tqdm
+
+        results = tqdm(results, total=len(jobs), desc="regions", unit="img")
+    rows = list(results)
+    n_regions_ok = sum(bool(row.pop("regions_ok", False)) for row in rows)
+    columns = _region_table_columns()
+    table = pd.DataFrame(rows, index=X.index)
+    table.insert(0, "image", X["image"])
+    table = table.reindex(columns=columns + [c for c in table.columns if c not in columns])
+    table.index.name = "id"
+    csv = out / "regions.csv"
+    write_atomic(csv, lambda tmp: table.to_csv(tmp, float_format="%.6g"))
+    failed = table["status"] != "ok"
+    logger.info("%d images: %d with every region found (regions ok), %d failed; written to %s%s",
+                len(table), n_regions_ok, int(failed.sum()), csv,
+                "" if overlays is None else f" and {overlays}")
+    for row, message in table.loc[failed, "error"].items():
+        logger.warning("row %s failed: %s", row, message)
     return EXIT_OK
 
 
@@ -240,6 +345,10 @@ def build_parser() -> argparse.ArgumentParser:
     model_options.add_argument("--booster", choices=("lightgbm", "xgboost"), default="lightgbm")
     model_options.add_argument("--sex-mode", choices=("feature", "separate"), default="feature")
     model_options.add_argument(
+        "--features", choices=("whole", "regions", "both"), default="whole",
+        help="handcrafted descriptors: of the whole hand (default), of the 14 bone regions, or both",
+    )
+    model_options.add_argument(
         "--cnn", action="store_true", help="add the shipped CNN's age estimate as a feature (needs torch)"
     )
 
@@ -284,6 +393,19 @@ def build_parser() -> argparse.ArgumentParser:
                            help="parallel images in preprocessing (default: all cores)")
     train_cnn.add_argument("-q", "--quiet", action="store_true", help="no progress bars, warnings only")
     train_cnn.set_defaults(handler=_cmd_train_cnn)
+
+    regions = commands.add_parser(
+        "regions", help="find the landmarks and regions of interest of every image; a CSV and overlay pictures"
+    )
+    regions.add_argument("manifest", help="CSV of images: RSNA layouts or image,sex[,boneage] (sex is not used)")
+    regions.add_argument("-o", "--output", required=True, metavar="DIR",
+                         help="folder to write regions.csv and overlays/<id>.png into")
+    regions.add_argument("--image-dir", help="folder of <id>.png|jpg images for RSNA manifests")
+    regions.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1, help="parallel images (default: all cores)")
+    regions.add_argument("--limit", type=int, help="first N rows of the manifest only")
+    regions.add_argument("--no-overlays", action="store_true", help="write the CSV only")
+    regions.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
+    regions.set_defaults(handler=_cmd_regions)
     return parser
 
 

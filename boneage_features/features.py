@@ -1,15 +1,19 @@
 """FeatureExtractor: radiographs in, one row of named features per image out.
 
 Each image is read, preprocessed (normalised, hand segmented, cropped, oriented, CLAHE) and described by
-the descriptor families in :mod:`boneage_features.descriptors`. Images are processed in parallel
-(``n_jobs``) and every result is cached on disk, keyed by the image's content and by the extractor's
-parameters, so a second fit, a cross-validation or a grid search over the booster never recomputes
-a feature. Quality values (``diagnostics_*``) come out beside the features and never go into a model.
+the descriptor families in :mod:`boneage_features.descriptors`: over the whole hand and, when
+``regions`` are asked for, over each region of interest found by
+:func:`boneage_features.regions.detect_regions` (a patch cut out with the bone upright; a region that is
+not found gives NaN features). Images are processed in parallel (``n_jobs``) and every result is cached
+on disk, keyed by the image's content and by the extractor's parameters, so a second fit, a
+cross-validation or a grid search over the booster never recomputes a feature. Quality values
+(``diagnostics_*``) come out beside the features and never go into a model.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -24,6 +28,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from .descriptors import DESCRIPTORS
 from .io import ImageReadError, file_sha1, read_image, write_atomic
 from .preprocess import preprocess_hand
+from .regions import REGION_NAMES, detect_regions, extract_patch
 
 logger = logging.getLogger(__name__)
 
@@ -119,8 +124,10 @@ def _describe_one(ref, config: dict, cache_dir: str | None):
         for family in config["families"]:
             _, values = DESCRIPTORS[family].describe(hand.image, hand.mask, **config["params"][family])
             parts.append(values)
-        values = np.concatenate(parts).astype(np.float32)
         diagnostics = {key: float(value) for key, value in hand.diagnostics.items()}
+        if config.get("regions"):
+            parts += _describe_regions(hand, config["regions"], diagnostics)
+        values = np.concatenate(parts).astype(np.float32)
         if cache_file is not None:
             arrays = {
                 "values": values,
@@ -136,8 +143,46 @@ def _describe_one(ref, config: dict, cache_dir: str | None):
         return None, None, (name, f"feature extraction failed: {type(exc).__name__}: {exc}")
 
 
+def _describe_regions(hand, region_config: dict, diagnostics: dict) -> list:
+    """Feature vectors of the configured regions of ``hand``, in order; adds the regions' diagnostics."""
+    found = detect_regions(hand.image, hand.mask)
+    diagnostics.update({key: float(value) for key, value in found.diagnostics.items()})
+    shape = tuple(region_config["patch"])
+    parts = []
+    for name in region_config["names"]:
+        patch = extract_patch(hand.image, found.regions[name], shape=shape)
+        for family in region_config["families"]:
+            params = region_config["params"][family]
+            if patch is None:
+                length = len(DESCRIPTORS[family].feature_names(source=name, **params))
+                parts.append(np.full(length, np.nan, np.float32))
+            else:
+                parts.append(DESCRIPTORS[family].describe(patch, patch > 0, source=name, **params)[1])
+    return parts
+
+
+def _pair_of_positive_ints(value, name: str) -> tuple:
+    try:
+        pair = tuple(int(v) for v in value)
+    except (TypeError, ValueError):
+        pair = ()
+    if len(pair) != 2 or min(pair) < 1 or any(int(v) != v for v in value):
+        raise ValueError(f"{name} must be two positive integers; got {value!r}")
+    return pair
+
+
+def _names_tuple(value, name: str) -> tuple:
+    if isinstance(value, str):
+        raise ValueError(f"{name} must be a tuple of names, not a string; got {value!r} (write ({value!r},))")
+    names = tuple(value)
+    duplicated = sorted({v for v in names if names.count(v) > 1})
+    if duplicated:
+        raise ValueError(f"{name} lists {', '.join(map(repr, duplicated))} more than once; got {value!r}")
+    return names
+
+
 class FeatureExtractor(TransformerMixin, BaseEstimator):
-    """Whole-hand descriptors of hand radiographs.
+    """Whole-hand and per-region descriptors of hand radiographs.
 
     Parameters
     ----------
@@ -146,7 +191,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     clahe_clip : float, default=2.0
         CLAHE clip limit of the preprocessing.
     families : tuple of str, default=("hog", "lbp", "intensity")
-        Descriptor families to compute, from :data:`boneage_features.descriptors.DESCRIPTORS`.
+        Descriptor families computed over the whole hand, from
+        :data:`boneage_features.descriptors.DESCRIPTORS`; may be empty when ``regions`` is not.
     hog_size : (int, int), default=(192, 160)
         Size the hand is resized to for HOG.
     hog_cell : int, default=16
@@ -161,6 +207,23 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         Size the hand is resized to for LBP.
     intensity_grid : (int, int), default=(4, 4)
         Grid of cells for the intensity statistics.
+    regions : tuple of str, default=()
+        Regions of interest to describe, from :data:`boneage_features.regions.REGION_NAMES`, in column
+        order; empty for whole-hand features only. Their features are named after the region
+        (``pp3_hog_0042``, ``carpal_lbp_r2u07``, ``radius_intensity_p50``) and are NaN where the
+        region is not found; ``diagnostics_<region>_found`` says which were.
+    region_families : tuple of str, default=("hog", "lbp", "intensity")
+        Descriptor families computed on each region's patch.
+    region_patch : (int, int), default=(48, 48)
+        (height, width) each region is resampled to, bone upright; a multiple of ``region_hog_cell``.
+    region_hog_cell : int, default=12
+        HOG cell side in pixels of the patch.
+    region_hog_orientations : int, default=9
+        HOG orientation bins on the patches.
+    region_lbp_radii : tuple of int, default=(1, 2, 3)
+        LBP radii in pixels of the patch; one histogram per radius over the whole patch.
+    region_intensity_grid : (int, int), default=(2, 1)
+        Grid of cells for the intensity statistics of a patch (2 x 1: epiphysis and metaphysis).
     n_jobs : int, default=1
         Images processed in parallel (joblib; -1 for all cores).
     cache_dir : str, Path, False or None, default=None
@@ -182,6 +245,13 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         lbp_grid=(4, 4),
         lbp_size=(192, 160),
         intensity_grid=(4, 4),
+        regions=(),
+        region_families=("hog", "lbp", "intensity"),
+        region_patch=(48, 48),
+        region_hog_cell=12,
+        region_hog_orientations=9,
+        region_lbp_radii=(1, 2, 3),
+        region_intensity_grid=(2, 1),
         n_jobs=1,
         cache_dir=None,
         progress=False,
@@ -196,25 +266,84 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.lbp_grid = lbp_grid
         self.lbp_size = lbp_size
         self.intensity_grid = intensity_grid
+        self.regions = regions
+        self.region_families = region_families
+        self.region_patch = region_patch
+        self.region_hog_cell = region_hog_cell
+        self.region_hog_orientations = region_hog_orientations
+        self.region_lbp_radii = region_lbp_radii
+        self.region_intensity_grid = region_intensity_grid
         self.n_jobs = n_jobs
         self.cache_dir = cache_dir
         self.progress = progress
 
+    def __setstate__(self, state):
+        # An extractor pickled before a parameter existed (the shipped model) lacks its attribute;
+        # the parameter's default is what that extractor computed.
+        for name, parameter in inspect.signature(type(self).__init__).parameters.items():
+            if parameter.kind is parameter.KEYWORD_ONLY:
+                state.setdefault(name, parameter.default)
+        super().__setstate__(state)
+
     def _config(self) -> dict:
-        unknown = [f for f in self.families if f not in DESCRIPTORS]
-        if unknown or not self.families:
-            raise ValueError(f"families must be a non-empty subset of {sorted(DESCRIPTORS)}; got {self.families!r}")
+        families = _names_tuple(self.families, "families")
+        regions = _names_tuple(self.regions, "regions")
+        unknown = [f for f in families if f not in DESCRIPTORS]
+        if unknown:
+            raise ValueError(f"families must be a subset of {sorted(DESCRIPTORS)}; got {self.families!r}")
+        if not families and not regions:
+            raise ValueError(
+                "families and regions are both empty: there would be no features; "
+                f"give families from {sorted(DESCRIPTORS)} or regions from {list(REGION_NAMES)}"
+            )
         params = {
             "hog": {"size": tuple(self.hog_size), "cell": int(self.hog_cell), "orientations": int(self.hog_orientations)},
             "lbp": {"radii": tuple(self.lbp_radii), "grid": tuple(self.lbp_grid), "size": tuple(self.lbp_size)},
             "intensity": {"grid": tuple(self.intensity_grid)},
         }
-        return {
+        config = {
             "version": FEATURES_VERSION,
             "size": tuple(self.size),
             "clahe_clip": float(self.clahe_clip),
-            "families": tuple(self.families),
-            "params": {family: params[family] for family in self.families},
+            "families": families,
+            "params": {family: params[family] for family in families},
+        }
+        if regions:  # only then, so that whole-hand configurations keep their cache entries
+            config["regions"] = self._region_config(regions)
+        return config
+
+    def _region_config(self, regions: tuple) -> dict:
+        unknown = [r for r in regions if r not in REGION_NAMES]
+        if unknown:
+            raise ValueError(
+                f"unknown region{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))} in regions; "
+                f"valid names: {', '.join(REGION_NAMES)}"
+            )
+        families = _names_tuple(self.region_families, "region_families")
+        if not families or any(f not in DESCRIPTORS for f in families):
+            raise ValueError(
+                f"region_families must be a non-empty subset of {sorted(DESCRIPTORS)}; got {self.region_families!r}"
+            )
+        patch = _pair_of_positive_ints(self.region_patch, "region_patch")
+        cell = int(self.region_hog_cell)
+        if "hog" in families and (cell < 1 or patch[0] % cell or patch[1] % cell or min(patch) < 2 * cell):
+            raise ValueError(
+                f"region_patch must be a multiple of region_hog_cell and at least 2 cells on each side; "
+                f"got region_patch={self.region_patch!r}, region_hog_cell={self.region_hog_cell!r}"
+            )
+        radii = tuple(int(r) for r in self.region_lbp_radii)
+        if not radii or min(radii) < 1:
+            raise ValueError(f"region_lbp_radii must be positive integers; got {self.region_lbp_radii!r}")
+        params = {
+            "hog": {"size": patch, "cell": cell, "orientations": int(self.region_hog_orientations)},
+            "lbp": {"radii": radii, "grid": (1, 1), "size": patch},
+            "intensity": {"grid": _pair_of_positive_ints(self.region_intensity_grid, "region_intensity_grid")},
+        }
+        return {
+            "names": regions,
+            "families": families,
+            "patch": patch,
+            "params": {family: params[family] for family in families},
         }
 
     def _cache_folder(self, config) -> str | None:
@@ -230,6 +359,11 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         names = []
         for family in config["families"]:
             names += DESCRIPTORS[family].feature_names(**config["params"][family])
+        region_config = config.get("regions")
+        if region_config:
+            for region in region_config["names"]:
+                for family in region_config["families"]:
+                    names += DESCRIPTORS[family].feature_names(source=region, **region_config["params"][family])
         return np.array(names, dtype=object)
 
     def fit(self, X=None, y=None):

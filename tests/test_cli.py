@@ -66,3 +66,67 @@ def test_predict_uses_shipped_model(tmp_path, data_dir):
     result = pd.read_csv(out)
     assert (result["status"] == "ok").all()
     assert result["boneage_months"].between(0, 240).all()
+
+
+def _regions_manifest(synthetic_manifest, tmp_path):
+    """The synthetic manifest plus a row pointing to a missing file and one to a corrupt file."""
+    manifest = pd.read_csv(synthetic_manifest)
+    (tmp_path / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    extra = pd.DataFrame({"image": ["missing.png", "corrupt.png"], "sex": ["F", "M"], "boneage": [10.0, 20.0]})
+    path = tmp_path / "regions_manifest.csv"
+    pd.concat([manifest, extra], ignore_index=True).to_csv(path, index=False)
+    return path
+
+
+def test_regions_writes_a_row_per_image_and_overlays(tmp_path, synthetic_manifest, caplog):
+    import cv2
+
+    from boneage_features.plotting import LANDMARK_NAMES
+    from boneage_features.regions import REGION_NAMES
+
+    manifest = _regions_manifest(synthetic_manifest, tmp_path)
+    out = tmp_path / "regions-out"
+    assert main(["regions", str(manifest), "-o", str(out), "--n-jobs", "1", "-q"]) == 0
+    table = pd.read_csv(out / "regions.csv", index_col="id", keep_default_na=False, na_values=[""])
+    assert len(table) == 26 and list(table.index[-2:]) == ["missing", "corrupt"]
+    assert list(table.columns[:3]) == ["image", "status", "error"]
+    assert (table["status"].iloc[:24] == "ok").all() and (table["status"].iloc[24:] == "error").all()
+    assert "missing.png" in table.loc["missing", "error"] and "not found" in table.loc["missing", "error"]
+    assert "corrupt.png" in table.loc["corrupt", "error"]
+    assert table.loc["missing"].drop(["image", "status", "error"]).isna().all()
+    for name in LANDMARK_NAMES:
+        assert {f"{name}_x", f"{name}_y"} <= set(table.columns)
+    for name in REGION_NAMES:
+        parts = ("cx", "cy", "h", "w", "angle", "found")
+        assert {f"{name}_{part}" for part in parts} <= set(table.columns)
+        assert table[f"{name}_found"].iloc[:24].isin([0, 1]).all()
+    assert {"diagnostics_hand_found", "diagnostics_regions_ok", "diagnostics_carpal_found"} <= set(table.columns)
+    assert (table["diagnostics_hand_found"].iloc[:24] == 1).all()
+    overlays = sorted(p.name for p in (out / "overlays").glob("*.png"))
+    assert overlays == [f"hand{i:02d}.png" for i in range(24)]
+    picture = cv2.imread(str(out / "overlays" / "hand00.png"))
+    assert picture.shape == (384, 320, 3)
+    assert "row missing failed" in caplog.text and "corrupt.png" in caplog.text
+    assert not list(out.glob(".*tmp"))
+
+    # the columns do not depend on which rows succeed, nor on parallelism
+    only_bad = tmp_path / "bad.csv"
+    pd.read_csv(manifest).iloc[24:].to_csv(only_bad, index=False)
+    assert main(["regions", str(only_bad), "-o", str(tmp_path / "bad-out"), "-q", "--no-overlays"]) == 0
+    bad_table = pd.read_csv(tmp_path / "bad-out" / "regions.csv", index_col="id")
+    assert list(bad_table.columns) == list(table.columns) and len(bad_table) == 2
+    assert not (tmp_path / "bad-out" / "overlays").exists()
+    out2 = tmp_path / "parallel"
+    assert main(["regions", str(manifest), "-o", str(out2), "--n-jobs", "2", "--limit", "4", "-q"]) == 0
+    parallel = pd.read_csv(out2 / "regions.csv", index_col="id", keep_default_na=False, na_values=[""])
+    pd.testing.assert_frame_equal(
+        parallel.drop(columns="error"), table.iloc[:4].drop(columns="error"), check_dtype=False
+    )
+    assert len(list((out2 / "overlays").glob("*.png"))) == 4
+
+
+def test_regions_usage_and_input_errors(tmp_path, capsys):
+    assert main(["regions", "m.csv"]) == 2  # -o is required
+    assert main(["regions", str(tmp_path / "nope.csv"), "-o", str(tmp_path / "out"), "-q"]) == 1
+    assert main(["regions", str(tmp_path / "nope.csv"), "-o", str(tmp_path / "out"), "--limit", "0", "-q"]) == 1
+    assert main(["--help"]) == 0 and "regions" in capsys.readouterr().out

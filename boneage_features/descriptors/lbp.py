@@ -4,7 +4,8 @@ Trabecular texture and the granularity of growth plates change with maturation. 
 ``R`` the rotation-invariant uniform patterns with ``P = 8 R`` neighbours (capped at 24) are counted in
 each cell of a ``grid`` over the hand, over hand pixels only, and normalised to frequencies
 (Ojala, Pietikainen & Maenpaa, IEEE TPAMI 2002). A cell with no hand pixel gives NaN.
-Component names: ``g03r2u07`` is grid cell 3 (row-major), radius 2, uniform code 7.
+Component names: ``g03r2u07`` is grid cell 3 (row-major), radius 2, uniform code 7; with a single
+cell (``grid=(1, 1)``, as for a region's patch) the cell part is left out: ``r2u07``.
 """
 
 import cv2
@@ -20,11 +21,13 @@ def _n_points(radius):
 
 def feature_names(*, source="whole", radii=(1, 2), grid=(4, 4), size=(192, 160)):
     """Names of the LBP histogram entries, in order."""
+    n_cells = grid[0] * grid[1]
     names = []
-    for cell in range(grid[0] * grid[1]):
+    for cell in range(n_cells):
+        prefix = f"g{cell:02d}" if n_cells > 1 else ""
         for radius in radii:
             for code in range(_n_points(radius) + 2):
-                names.append(f"{source}_{FAMILY}_g{cell:02d}r{radius}u{code:02d}")
+                names.append(f"{source}_{FAMILY}_{prefix}r{radius}u{code:02d}")
     return names
 
 
