@@ -1,8 +1,10 @@
 """Per-stage time per image and end-to-end throughput of ``predict`` on real radiographs.
 
-Usage: python benchmarks/bench_predict.py [--n 500] [--n-jobs 2] [--model PATH]
+Usage: python benchmarks/bench_predict.py [--n 500] [--n-jobs 2] [--model PATH | --fit-regions N]
 
-Stages are timed one image at a time (read, preprocess, features, predict); when the model uses CNN
+Stages are timed one image at a time (read, preprocess, whole-hand features, landmarks, region
+features, predict); ``--fit-regions N`` first fits a handcrafted model with the 14 bone regions on N
+training images (instead of loading a model), to time that path. When the model uses CNN
 features, the CNN stage (its own preprocessing and the network, on torch's threads) is timed per image
 too, and its throughput at its batch size. The end-to-end figure is ``predict_batch`` over ``--n``
 images with ``--n-jobs`` workers and the feature cache off, as a user scoring new images would see it.
@@ -22,8 +24,10 @@ from joblib.externals.loky import get_reusable_executor
 
 import boneage_features as bf
 from boneage_features.descriptors import DESCRIPTORS
+from boneage_features.features import _describe_regions
 from boneage_features.model import as_table
 from boneage_features.preprocess import preprocess_hand
+from boneage_features.regions import REGION_NAMES, detect_regions
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rsna-bone-age"
 
@@ -33,16 +37,25 @@ def main():
     parser.add_argument("--n", type=int, default=500)
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--model", help="model file (default: the shipped one)")
+    parser.add_argument("--fit-regions", type=int, metavar="N",
+                        help="fit a handcrafted model with region features on N other training images and time it")
     args = parser.parse_args()
     if not (DATA / "train.csv").exists():
         sys.exit(f"RSNA data not found at {DATA}; nothing to benchmark")
-    X, _ = bf.read_manifest(DATA / "train.csv")
-    X = X.sample(n=args.n, random_state=0)
-    model = bf.load_model(args.model)
+    X_all, y_all = bf.read_manifest(DATA / "train.csv")
+    X = X_all.sample(n=args.n, random_state=0)
+    if args.fit_regions:
+        rest = X_all.index.difference(X.index)
+        train = X_all.loc[rest].sample(n=args.fit_regions, random_state=1).index
+        extractor = bf.FeatureExtractor(regions=REGION_NAMES, n_jobs=args.n_jobs)
+        model = bf.Pipeline(extractor=extractor, n_jobs=args.n_jobs).fit(X_all.loc[train], y_all.loc[train])
+        print(f"fitted a handcrafted + regions model on {len(train)} images")
+    else:
+        model = bf.load_model(args.model)
     extractor = model.extractor_
     config = extractor._config()
 
-    stages = {"read": [], "preprocess": [], "features": [], "predict": []}
+    stages = {"read": [], "preprocess": [], "features": [], "landmarks": [], "regions": [], "predict": []}
     if model.cnn_ is not None:
         stages["cnn"] = []
         model.cnn_.transform(X.iloc[:2])  # load the network once, outside the timings
@@ -53,18 +66,24 @@ def main():
         t1 = time.perf_counter()
         hand = preprocess_hand(image, size=config["size"], clahe_clip=config["clahe_clip"])
         t2 = time.perf_counter()
-        values = np.concatenate(
-            [DESCRIPTORS[f].describe(hand.image, hand.mask, **config["params"][f])[1] for f in config["families"]]
-        )
-        features = pd.DataFrame([values], columns=names, index=[row])
+        parts = [DESCRIPTORS[f].describe(hand.image, hand.mask, **config["params"][f])[1] for f in config["families"]]
+        t3a = time.perf_counter()
+        if config.get("regions"):
+            found = detect_regions(hand.image, hand.mask)
+            t3b = time.perf_counter()
+            parts += _describe_regions(hand, config["regions"], {}, found=found)
+        else:
+            t3b = t3a
         t3 = time.perf_counter()
+        features = pd.DataFrame([np.concatenate(parts)], columns=names, index=[row])
         if model.cnn_ is not None:  # one image through the network, its own preprocessing included
             features = features.join(model.cnn_.transform(X.loc[[row]]))
             stages["cnn"].append(time.perf_counter() - t3)
         t4 = time.perf_counter()
         model.regressor_.predict(as_table(features, [sex == "M"]))
         t5 = time.perf_counter()
-        for stage, seconds in zip(("read", "preprocess", "features", "predict"), (t1 - t0, t2 - t1, t3 - t2, t5 - t4)):
+        timings = (t1 - t0, t2 - t1, t3a - t2, t3b - t3a, t3 - t3b, t5 - t4)
+        for stage, seconds in zip(("read", "preprocess", "features", "landmarks", "regions", "predict"), timings):
             stages[stage].append(seconds)
 
     if model.cnn_ is not None:
@@ -91,7 +110,7 @@ def main():
     peak_self = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     peak_workers = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(f"predict_batch end to end: {len(X)} images ({ok} ok) in {elapsed:.1f} s with n_jobs={args.n_jobs}: "
-          f"{len(X) / elapsed:.1f} images/s (target >= 20 handcrafted only, >= 5 with the CNN)")
+          f"{len(X) / elapsed:.1f} images/s (targets: >= 20 whole-hand only, >= 10 with regions, >= 5 with the CNN)")
     print(f"peak memory: {peak_self:.0f} MiB main process, {peak_workers:.0f} MiB largest worker")
 
 

@@ -28,7 +28,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from .descriptors import DESCRIPTORS
 from .io import ImageReadError, file_sha1, read_image, write_atomic
 from .preprocess import preprocess_hand
-from .regions import REGION_NAMES, detect_regions, extract_patch
+from .regions import DETECTOR_VERSION, REGION_NAMES, detect_regions, extract_patch
 
 logger = logging.getLogger(__name__)
 
@@ -143,9 +143,13 @@ def _describe_one(ref, config: dict, cache_dir: str | None):
         return None, None, (name, f"feature extraction failed: {type(exc).__name__}: {exc}")
 
 
-def _describe_regions(hand, region_config: dict, diagnostics: dict) -> list:
-    """Feature vectors of the configured regions of ``hand``, in order; adds the regions' diagnostics."""
-    found = detect_regions(hand.image, hand.mask)
+def _describe_regions(hand, region_config: dict, diagnostics: dict, found=None) -> list:
+    """Feature vectors of the configured regions of ``hand``, in order; adds the regions' diagnostics.
+
+    ``found`` is the hand's :class:`~boneage_features.regions.HandRegions` when already detected.
+    """
+    if found is None:
+        found = detect_regions(hand.image, hand.mask)
     diagnostics.update({key: float(value) for key, value in found.diagnostics.items()})
     shape = tuple(region_config["patch"])
     parts = []
@@ -340,6 +344,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             "intensity": {"grid": _pair_of_positive_ints(self.region_intensity_grid, "region_intensity_grid")},
         }
         return {
+            "detector": DETECTOR_VERSION,
             "names": regions,
             "families": families,
             "patch": patch,

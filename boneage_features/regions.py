@@ -34,6 +34,8 @@ import cv2
 import numpy as np
 
 __all__ = [
+    "CHECKS",
+    "DETECTOR_VERSION",
     "REGION_NAMES",
     "HandRegions",
     "Region",
@@ -42,6 +44,9 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: Bump when a change to the detector moves regions for the same image; it keys the feature cache.
+DETECTOR_VERSION = 3
 
 #: The regions, in feature-table order: the TW3 RUS bones (thumb, middle and little finger rays, then
 #: radius and ulna) and the carpus. Metacarpals 3 and 5 are read at their heads (distal epiphyses);
@@ -109,8 +114,11 @@ class HandRegions:
         The tracked axis of each finger (``finger1``..``finger5``), points (x, y) from tip to base.
     diagnostics : dict of str to float
         ``diagnostics_<region>_found`` (0/1) for every region, ``diagnostics_regions_found`` (how many),
-        ``diagnostics_regions_ok`` (1 when every region was found and passed the geometric checks),
-        ``diagnostics_fingers_found`` and ``diagnostics_palm_radius``.
+        ``diagnostics_regions_ok`` (1 when every region on the film was found and the geometry passed
+        its checks; a distal phalanx cut off by the film's edge is not on the film),
+        ``diagnostics_regions_check`` (the first failed check, :data:`CHECKS`),
+        ``diagnostics_fingers_found`` (fingertips on the contour), ``diagnostics_fingers_cut`` (rays
+        whose distal phalanx is off the film) and ``diagnostics_palm_radius``.
     """
 
     regions: dict
@@ -120,7 +128,7 @@ class HandRegions:
 
     @property
     def ok(self) -> bool:
-        """True when every region was found and the geometry passed its sanity checks."""
+        """True when every region on the film was found and the geometry passed its sanity checks."""
         return bool(self.diagnostics.get("diagnostics_regions_ok", 0))
 
 
@@ -169,7 +177,7 @@ def _not_found(diagnostics: dict | None = None) -> HandRegions:
     diag = {f"diagnostics_{name}_found": 0.0 for name in REGION_NAMES}
     diag.update(
         diagnostics_regions_found=0.0, diagnostics_regions_ok=0.0, diagnostics_regions_check=1.0,
-        diagnostics_fingers_found=0.0,
+        diagnostics_fingers_found=0.0, diagnostics_fingers_cut=0.0,
         diagnostics_palm_radius=math.nan,
     )
     if diagnostics:
@@ -181,15 +189,34 @@ def _not_found(diagnostics: dict | None = None) -> HandRegions:
 # Detection. Lengths are in canonical pixels unless said otherwise; points are (x, y) float arrays.
 # ----------------------------------------------------------------------------------------------------
 
-# Joint positions along a ray, as fractions of the distance from the fingertip (contour) to the
-# third joint: DIP and PIP along tip-to-MCP for a finger, IP and MCP along tip-to-CMC for the thumb,
-# with the spread allowed; and the third joint's distance from the tip in palm radii (the largest
-# inscribed circle of the palm), per ray, thumb first. The phalanges are nearly self-similar (each
-# about 1.5 times the next), so ratios alone cannot tell DIP-PIP-MCP from PIP-MCP-CMC; the scale does.
-# Read off RSNA training hands whose joints were checked by eye on zoomed overlays.
-_FINGER_PRIOR = (np.array([0.13, 0.47]), np.array([0.07, 0.07]))
-_THUMB_PRIOR = (np.array([0.22, 0.52]), np.array([0.08, 0.09]))
-_SCALE = {1: (2.3, 0.4), 2: (1.65, 0.3), 3: (1.85, 0.3), 4: (1.75, 0.3), 5: (1.45, 0.3)}
+# Along a ray, the dark bands of three joints split the bone from its tip into segments: distal,
+# middle and proximal phalanx for a finger (tip-DIP-PIP-MCP), distal and proximal phalanx and first
+# metacarpal for the thumb (tip-IP-MCP-CMC). _SEGMENTS holds (expected, spread) of the length ratios
+# first/second and second/third segment (adult middle finger about 19, 28 and 45 mm; thumb 22, 31 and
+# 46 mm). The first is loose: the distal phalanx ossifies late and is often cut off by the film's
+# edge. The segments are nearly self-similar, so ratios alone cannot tell tuft-DIP-PIP from DIP-PIP-MCP
+# from PIP-MCP-CMC; the webs between the fingers settle it: a web lies along the proximal phalanx,
+# about three quarters of the way from the PIP to the MCP joint, and the thumb's web at the level of
+# its MCP joint (_WEB_FRACTION: where, as a fraction of the second-to-third joint segment; measured
+# on 300 training hands, where the shifted triples put the web at the second joint instead). _SCALE is a loose prior on the third joint's distance from the
+# fingertip in palm radii, the only guide where fingers touch and no web shows.
+_SEGMENTS = {"finger": ((0.6, 0.3), (0.62, 0.1)), "thumb": ((0.72, 0.3), (0.68, 0.14))}
+_WEB_FRACTION = {"finger": (0.75, 0.15), "thumb": (0.0, 0.2)}
+# Length over shaft width of the third segment: proximal phalanx of a finger, first metacarpal.
+_SLENDER = {"finger": (4.7, 0.7), "thumb": (4.3, 1.0)}
+_SCALE = {1: (2.3, 0.7), 2: (1.9, 0.7), 3: (2.1, 0.7), 4: (2.0, 0.7), 5: (1.6, 0.7)}
+# A web closer to the fingertip than this (palm radii along the finger) is a notch between fingers
+# that touch lower down, not a web (true webs: about 1.4-1.7 palm radii from the tip on fingers 2-4;
+# the little finger is shorter).
+_MIN_WEB = {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 0.6}
+# Fingertips are often cut off by the film's edge, so the distal phalanx may be missing: a triple may
+# start at the cut instead of a first joint, at a cost in score: small where the tip is flat (the
+# hand's width 2 pixels inside the tip is at least _FLAT_TIP of its width 0.3 palm radii inside; a
+# whole fingertip is rounded, about 0.55), large where it is round. On a flat tip, a "first joint"
+# closer to the cut than _EDGE_BAND of the next segment is the cut's own edge, not a joint.
+_FLAT_TIP = 0.8
+_CUT_PENALTY = {True: 0.75, False: 3.0}
+_EDGE_BAND = 0.25
 
 
 def _palm(mask: np.ndarray) -> tuple[np.ndarray, float]:
@@ -230,7 +257,8 @@ def _circular_smooth(values: np.ndarray, width: int) -> np.ndarray:
     return np.convolve(padded, kernel, mode="same")[width:-width]
 
 
-def _tips_and_valleys(contour: np.ndarray, palm: np.ndarray, radius: float, shape) -> tuple[list, list]:
+def _tips_and_valleys(contour: np.ndarray, palm: np.ndarray, radius: float, shape,
+                      prominence: float = 0.12) -> tuple[list, list]:
     """Fingertip and valley contour indices: peaks and troughs of the distance from the palm centre.
 
     Candidate tips lie above the wrist (not lower than half a palm radius under the palm centre) and
@@ -248,7 +276,7 @@ def _tips_and_valleys(contour: np.ndarray, palm: np.ndarray, radius: float, shap
     start = int(np.argmax(contour[:, 1]))
     order = np.roll(np.arange(n), -start)
     d = dist[order]
-    peaks, props = find_peaks(d, prominence=0.12 * radius, distance=max(3, int(0.3 * radius)))
+    peaks, props = find_peaks(d, prominence=prominence * radius, distance=max(3, int(0.3 * radius)))
     keep = []
     for p, prom in zip(peaks, props["prominences"]):
         x, y = contour[order[p]]
@@ -267,6 +295,8 @@ def _tips_and_valleys(contour: np.ndarray, palm: np.ndarray, radius: float, shap
     ordered_positions = sorted(pos)
     for a, b in zip(ordered_positions[:-1], ordered_positions[1:]):
         valleys.append(int(order[a + int(np.argmin(d[a : b + 1]))]))
+    # The contour may run either way round: order the valleys by angle too, like the tips.
+    valleys.sort(key=lambda i: math.atan2(contour[i, 0] - palm[0], palm[1] - contour[i, 1]))
     return tips, valleys
 
 
@@ -274,11 +304,18 @@ def _sample(image: np.ndarray, points: np.ndarray) -> np.ndarray:
     """Bilinear samples of ``image`` at float (x, y) ``points`` of any leading shape; 0 outside."""
     pts = np.asarray(points, np.float32)
     flat = pts.reshape(-1, 2)
+    n = len(flat)
+    if n == 0:
+        return np.zeros(pts.shape[:-1], np.float32)
+    cols = min(n, 4096)  # cv2.remap maps must stay under 32767 a side
+    rows = -(-n // cols)
+    grid = np.zeros((rows * cols, 2), np.float32)
+    grid[:n] = flat
     values = cv2.remap(
-        image.astype(np.float32), flat[:, 0].reshape(-1, 1), flat[:, 1].reshape(-1, 1),
+        np.ascontiguousarray(image, dtype=np.float32), grid[:, 0].reshape(rows, cols), grid[:, 1].reshape(rows, cols),
         cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0.0,
     )
-    return values.reshape(pts.shape[:-1])
+    return values.reshape(-1)[:n].reshape(pts.shape[:-1])
 
 
 def _unit(v: np.ndarray) -> np.ndarray:
@@ -343,17 +380,49 @@ def _profile(image: np.ndarray, track: np.ndarray, half_width: float) -> np.ndar
     return _sample(image, pts).mean(axis=1)
 
 
-def _joints(profile: np.ndarray, prior, *, start: int, scale: tuple, width: float, top: int = 6) -> list:
-    """Three joints along a profile: the dark bands whose spacing best matches ``prior``.
+def _bone_widths(image: np.ndarray, track: np.ndarray, reach: float) -> np.ndarray:
+    """Width of the bright bone across ``track`` at each of its points (full width at half height).
+
+    The cross-section (+/- ``reach`` pixels) is sampled every half pixel; the bone is the run above
+    halfway between the brightest value near the axis and the section's 10th percentile that
+    contains that brightest value.
+    """
+    if len(track) < 3:
+        return np.full(len(track), np.nan)
+    d = np.gradient(track, axis=0)
+    d /= np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-9)[:, None]
+    normal = np.column_stack([-d[:, 1], d[:, 0]])
+    offsets = np.arange(-reach, reach + 0.25, 0.5)
+    sections = _sample(image, track[:, None, :] + offsets[None, :, None] * normal[:, None, :])
+    centre, near = len(offsets) // 2, 6
+    peak_at = centre - near + np.argmax(sections[:, centre - near : centre + near + 1], axis=1)
+    rows = np.arange(len(track))
+    half = 0.5 * (sections[rows, peak_at] + np.percentile(sections, 10, axis=1))
+    below = sections <= half[:, None]
+    index = np.arange(sections.shape[1])[None, :]
+    left = np.where(below & (index < peak_at[:, None]), index, -1).max(axis=1)
+    right = np.where(below & (index > peak_at[:, None]), index, sections.shape[1]).min(axis=1)
+    return 0.5 * (right - left - 1)
+
+
+def _joints(profile: np.ndarray, segments, *, start: int, scale: tuple, web: float | None, web_fraction: tuple,
+            cut: float, flat: bool, width: float, bone_widths: np.ndarray, slender: tuple, top: int = 6) -> list:
+    """Candidate joint triples along a profile: dark bands whose spacing fits a finger.
 
     A joint space or an open growth plate is a narrow dark band across the bone: a peak of the
     profile's black top-hat (grey closing over ``width`` pixels minus the profile), which also removes
-    the slow brightening from the fingertip to the palm. ``prior`` = (fractions of the first two
-    joints along the tip-to-third-joint length, their spreads); positions count from the profile's
-    start (the fingertip) and only bands past ``start`` (the bone's tip) are candidates. ``scale`` =
-    (expected, spread) of the third joint's distance in pixels. A strong band skipped between the
-    tip and the third joint counts against a triple (a joint left out). Returns the ``top`` best
-    (score, positions) pairs, best first, positions as indices into the profile; empty when no triple fits.
+    the slow brightening from the fingertip to the palm. Only bands past ``start`` (the bone's tip)
+    are candidates. A triple scores by the darkness of its bands, minus the strong bands it skips (a
+    joint left out), minus squared deviations: of its segment ratios from ``segments``; of the web
+    (``web``, pixels from the fingertip; None where no web shows) from its place along the second
+    to third joint segment (_WEB_FRACTION); of the third joint's distance from
+    ``scale`` (expected, spread; pixels). The first joint may be the fingertip's cut by the film's
+    edge (position -1: the distal phalanx is missing), at a penalty of ``cut``; on a ``flat`` (cut)
+    tip, bands right at the cut are not joints. The third segment's
+    slenderness (its length over the median of ``bone_widths`` along its middle half) must fit
+    ``slender`` (expected, spread): a proximal phalanx is about 4.7 times as long as its shaft is
+    wide, a middle phalanx about 3 and a metacarpal about 8, which breaks the self-similarity. Returns the ``top`` best (score,
+    positions) pairs, best first, positions as indices into the profile; empty when no triple fits.
     """
     from scipy.ndimage import gaussian_filter1d, grey_closing
     from scipy.signal import find_peaks
@@ -363,30 +432,49 @@ def _joints(profile: np.ndarray, prior, *, start: int, scale: tuple, width: floa
     peaks, props = find_peaks(dark, prominence=0.015)
     keep = peaks > start + 1
     peaks, height = peaks[keep], props["prominences"][keep]
-    if len(peaks) < 3:
-        return []
     if len(peaks) > 16:
         best = np.sort(np.argsort(-height)[:16])
         peaks, height = peaks[best], height[best]
+    if len(peaks) < 2:
+        return []
     norm = float(np.sort(height)[-3:].mean()) or 1.0
     strength = height / norm
-    frac, spread = prior
+    # The bone's tip stands in for a first joint cut off with the fingertip.
+    peaks = np.concatenate([[start], peaks])
+    strength = np.concatenate([[0.0], strength])
+    (r1_mu, r1_sd), (r2_mu, r2_sd) = segments
+    w_mu, w_sd = web_fraction
     pos = peaks.astype(float)
     candidates = []
     for k in range(2, len(peaks)):
-        c = pos[k]
-        scale_err = ((c - scale[0]) / scale[1]) ** 2
-        if scale_err > 9.0:
+        c_err = ((pos[k] - scale[0]) / scale[1]) ** 2
+        if c_err > 9.0:
             continue
-        # A strong dark band skipped between the tip and the third joint is a joint left out.
         skipped_total = float(strength[:k].sum())
         for j in range(1, k):
+            third = pos[k] - pos[j]
+            shaft = bone_widths[int(pos[j] + 0.25 * third) : int(pos[k] - 0.25 * third) + 1]
+            shaft = shaft[np.isfinite(shaft)]
+            slender_err = ((third / float(np.median(shaft)) - slender[0]) / slender[1]) ** 2 if len(shaft) else 0.0
+            web_err = 0.0
+            if web is not None:
+                web_err = (((web - pos[j]) / third - w_mu) / w_sd) ** 2
+                if web_err > 9.0:
+                    continue
             for i in range(j):
-                err = scale_err + ((pos[i] / c - frac[0]) / spread[0]) ** 2 + ((pos[j] / c - frac[1]) / spread[1]) ** 2
+                if i == 0:
+                    first_err, label = 2.0 * cut, -1
+                elif flat and pos[i] - start < _EDGE_BAND * (pos[j] - pos[i]):
+                    continue
+                else:
+                    first_err, label = ((pos[i] - start) / (pos[j] - pos[i]) - r1_mu) / r1_sd, int(peaks[i])
+                    first_err = first_err**2
+                second = pos[j] - pos[i]
+                err = c_err + web_err + slender_err + first_err + ((second / third - r2_mu) / r2_sd) ** 2
                 chosen = strength[i] + strength[j] + strength[k]
                 skipped = skipped_total - strength[i] - strength[j]
                 score = chosen - 0.7 * skipped - 0.5 * err
-                candidates.append((float(score), [int(peaks[i]), int(peaks[j]), int(peaks[k])]))
+                candidates.append((float(score), [label, int(peaks[j]), int(peaks[k])]))
     candidates.sort(key=lambda c: -c[0])
     return candidates[:top]
 
@@ -417,33 +505,78 @@ def _box(name: str, joint: np.ndarray, toward_tip: np.ndarray, shift: float, sid
     return Region(name, (float(center[0]), float(center[1])), (float(side), float(side)), _angle(toward_tip), True)
 
 
-def _ray(image, contour, tips, k, palm, radius):
-    """Track one ray (k = 0 for the little finger ... 4 for the thumb) and find its three joints."""
+def _tip_flatness(mask: np.ndarray, tip: np.ndarray, direction: np.ndarray, radius: float) -> float:
+    """Width of the hand 2 pixels inside a fingertip over its width 0.3 palm radii inside."""
+    d = _unit(direction)
+    n = _normal(d)
+    near = sum(_extent(mask, tip + 2 * d, n, 0.5 * radius))
+    far = sum(_extent(mask, tip + 0.3 * radius * d, n, 0.5 * radius))
+    return near / far if far > 0 else 0.0
+
+
+def _ray(image, contour, tips, valleys, k, palm, radius):
+    """Track one ray (k = 0 for the little finger ... 4 for the thumb) and find its joint candidates."""
     tip = contour[tips[k]]
     finger = 5 - k
-    prior = _THUMB_PRIOR if finger == 1 else _FINGER_PRIOR
-    scale, spread = _SCALE[finger]
-    track = _track(image, tip, palm - tip, length=(scale + 3.5 * spread) * radius, half_width=0.25 * radius)
+    scale = (_SCALE[finger][0] * radius, _SCALE[finger][1] * radius)
+    # The finger's own direction, from a short first pass (the palm centre can lie well off the axis
+    # of a spread little finger or thumb); the full track is then held near it.
+    first = _track(image, tip, palm - tip, length=0.9 * radius, half_width=0.2 * radius)
+    direction = first[-1] - first[min(5, len(first) - 1)] if len(first) > 8 else palm - tip
+    if np.dot(_unit(direction), _unit(palm - tip)) < 0.3:
+        direction = palm - tip
+    track = _track(image, tip, direction, length=scale[0] + 2.5 * scale[1] + 5, half_width=0.2 * radius)
     profile = _profile(image, track, 0.08 * radius)
     start = _bone_start(profile)
-    candidates = _joints(profile, prior, start=start, scale=(scale * radius, spread * radius), width=0.2 * radius)
+    # The webs beside the finger: the index finger's is the one towards the middle finger (the
+    # thumb's web lies far lower); the thumb's is the one towards the index finger. Each is placed
+    # along the finger at its nearest point of the tracked axis.
+    sides = {1: [3], 2: [2], 3: [1, 2], 4: [0, 1], 5: [0]}[finger]
+    along = []
+    for j in sides:
+        if j < len(valleys):
+            gap = np.hypot(*(track - contour[valleys[j]]).T)
+            along.append(float(np.argmin(gap)))
+    web = float(np.mean(along)) if along else None
+    if web is not None and (web < _MIN_WEB[finger] * radius or web >= len(track) - 2):
+        web = None
+    segments = _SEGMENTS["thumb" if finger == 1 else "finger"]
+    kind = "thumb" if finger == 1 else "finger"
+    flat = _tip_flatness(image > 0, tip, direction, radius) >= _FLAT_TIP
+    options = dict(start=start, scale=scale, web_fraction=_WEB_FRACTION[kind], slender=_SLENDER[kind],
+                   bone_widths=_bone_widths(image, track, 0.4 * radius), flat=flat,
+                   cut=_CUT_PENALTY[flat],
+                   width=0.2 * radius)
+    candidates = _joints(profile, segments, web=web, **options)
+    if not candidates and web is not None:  # a web misplaced (touching or bent fingers): go without it
+        candidates = _joints(profile, segments, web=None, **options)
     if not candidates:
         return None
-    return {"tip": tip, "track": track, "start": start, "candidates": candidates,
+    return {"tip": tip, "track": track, "start": start, "web": web, "candidates": candidates,
             "joints": candidates[0][1], "score": candidates[0][0]}
 
 
-# Tip-to-MCP length of the index, ring and little fingers relative to the middle finger's:
-# (median, spread) of log ratios on RSNA training hands.
-_LENGTH_RATIO = {2: (math.log(0.87), 0.07), 4: (math.log(0.94), 0.06), 5: (math.log(0.78), 0.10)}
+# Proximal phalanx of the index, ring and little fingers relative to the middle finger's (adult
+# lengths about 40, 42, 32 and 45 mm): (log ratio, spread).
+_LENGTH_RATIO = {2: (math.log(0.89), 0.1), 4: (math.log(0.93), 0.08), 5: (math.log(0.72), 0.12)}
+# Prominence (palm radii) of fingertips on the contour when the first search finds fewer than five:
+# fingers held together leave only shallow notches between their tips.
+_TOUCHING_PROMINENCE = 0.04
+# Only a finger's triples scoring within this of its best are reconsidered for consistency.
+_CLOSE_CALL = 2.0
+# The MCP joints of fingers 2-5 lie on a gentle arc: the spread of its second differences, in units
+# of the middle finger's proximal phalanx.
+_MCP_ROW = 0.25
 
 
 def _choose_consistent(rays: dict) -> None:
-    """Pick one joint triple per finger (2-5) so that the fingers are in proportion.
+    """Pick one joint triple per finger (2-5) so that the fingers agree with each other.
 
-    Each finger keeps its few best triples; the combination with the best sum of triple scores minus
-    a penalty on the fingers' tip-to-MCP lengths relative to the middle finger's wins. Updates
-    ``rays`` in place.
+    Each finger keeps its triples scoring within :data:`_CLOSE_CALL` of its best; the combination
+    with the best sum of triple scores, minus a penalty on the proximal phalanges' lengths relative
+    to the middle finger's (:data:`_LENGTH_RATIO`) and minus a penalty on the bend of the row of MCP
+    joints (their second differences, in units of _MCP_ROW times the third proximal phalanx), wins.
+    Updates ``rays`` in place.
     """
     import itertools
 
@@ -453,8 +586,9 @@ def _choose_consistent(rays: dict) -> None:
     options = {}
     for f in fingers:
         track = rays[f]["track"]
-        options[f] = [(score, joints, float(np.hypot(*(track[joints[2]] - track[0]))))
-                      for score, joints in rays[f]["candidates"]]
+        best_score = rays[f]["candidates"][0][0]
+        options[f] = [(score, joints, float(np.hypot(*(track[joints[2]] - track[joints[1]]))), track[joints[2]])
+                      for score, joints in rays[f]["candidates"] if score >= best_score - _CLOSE_CALL]
     best, best_value = None, -math.inf
     for combo in itertools.product(*(options[f] for f in fingers)):
         chosen = dict(zip(fingers, combo))
@@ -464,9 +598,13 @@ def _choose_consistent(rays: dict) -> None:
             if f != 3 and l3 > 0:
                 mu, sd = _LENGTH_RATIO[f]
                 value -= 0.5 * ((math.log(max(chosen[f][2], 1e-6) / l3) - mu) / sd) ** 2
+        row = [chosen[f][3] for f in fingers]
+        for a, b, c in zip(row, row[1:], row[2:]):
+            bend = float(np.hypot(*(a - 2 * b + c))) / max(_MCP_ROW * l3, 1e-6)
+            value -= 0.5 * bend**2
         if value > best_value:
             best, best_value = chosen, value
-    for f, (score, joints, _) in best.items():
+    for f, (score, joints, _, _) in best.items():
         rays[f]["joints"], rays[f]["score"] = joints, score
 
 
@@ -496,6 +634,8 @@ def detect_regions(image: np.ndarray, mask: np.ndarray) -> HandRegions:
         return _not_found()
     contour = _contour(mask)
     tips, valleys = _tips_and_valleys(contour, palm, radius, mask.shape)
+    if len(tips) < 5:  # fingers held together: only shallow notches part the fingertips
+        tips, valleys = _tips_and_valleys(contour, palm, radius, mask.shape, prominence=_TOUCHING_PROMINENCE)
     landmarks = {"palm": (float(palm[0]), float(palm[1]))}
     diag = {"diagnostics_palm_radius": radius, "diagnostics_fingers_found": float(len(tips))}
     if len(tips) != 5:
@@ -509,29 +649,41 @@ def detect_regions(image: np.ndarray, mask: np.ndarray) -> HandRegions:
 
     regions, axes, rays = {}, {}, {}
     for k in range(5):
-        ray = _ray(image, contour, tips, k, palm, radius)
+        ray = _ray(image, contour, tips, valleys, k, palm, radius)
         if ray is not None:
             rays[5 - k] = ray
     _choose_consistent(rays)
+    cut_fingers = 0
     for finger, ray in rays.items():
         track, (j1, j2, j3) = ray["track"], ray["joints"]
         axes[f"finger{finger}"] = track[: min(len(track), j3 + 1)].copy()
-        p1, p2, p3 = track[j1], track[j2], track[j3]
-        t1, t2, t3 = (-_tangent(track, j) for j in (j1, j2, j3))
+        cut = j1 < 0  # the distal phalanx is off the film: no first joint, no distal region
+        cut_fingers += cut
+        p2, p3 = track[j2], track[j3]
+        t2, t3 = -_tangent(track, j2), -_tangent(track, j3)
+        p1 = None if cut else track[j1]
+        t1 = None if cut else -_tangent(track, j1)
+        side = float(np.hypot(*(p3 - p2)))
         if finger == 1:
-            landmarks.update(ip1=tuple(p1), mcp1=tuple(p2), cmc1=tuple(p3))
-            side = float(np.hypot(*(p2 - p1)))
-            regions["dp1"] = _box("dp1", p1, t1, 0.10 * side, 0.50 * side)
+            side = float(np.hypot(*(p3 - p2))) * 0.68  # the proximal phalanx, from the metacarpal's length
+            if not cut:
+                side = float(np.hypot(*(p2 - p1)))
+                landmarks["ip1"] = tuple(p1)
+                regions["dp1"] = _box("dp1", p1, t1, 0.10 * side, 0.50 * side)
+            landmarks.update(mcp1=tuple(p2), cmc1=tuple(p3))
             regions["pp1"] = _box("pp1", p2, t2, 0.12 * side, 0.60 * side)
             regions["mc1"] = _box("mc1", p3, t3, 0.15 * side, 0.60 * side)
         else:
-            landmarks.update({f"dip{finger}": tuple(p1), f"pip{finger}": tuple(p2), f"mcp{finger}": tuple(p3)})
-            side = float(np.hypot(*(p3 - p2)))
+            if not cut:
+                landmarks[f"dip{finger}"] = tuple(p1)
+            landmarks.update({f"pip{finger}": tuple(p2), f"mcp{finger}": tuple(p3)})
             if finger in (3, 5):
-                regions[f"dp{finger}"] = _box(f"dp{finger}", p1, t1, 0.10 * side, 0.45 * side)
+                if not cut:
+                    regions[f"dp{finger}"] = _box(f"dp{finger}", p1, t1, 0.10 * side, 0.45 * side)
                 regions[f"mp{finger}"] = _box(f"mp{finger}", p2, t2, 0.10 * side, 0.50 * side)
                 regions[f"pp{finger}"] = _box(f"pp{finger}", p3, t3, 0.12 * side, 0.55 * side)
                 regions[f"mc{finger}"] = _box(f"mc{finger}", p3, t3, -0.15 * side, 0.55 * side)
+    diag["diagnostics_fingers_cut"] = float(cut_fingers)
     if 3 in rays:
         regions.update(_wrist(mask, rays[3], landmarks))
     landmarks = {name: (float(x), float(y)) for name, (x, y) in landmarks.items()}
@@ -559,43 +711,62 @@ def _extent(mask: np.ndarray, point: np.ndarray, normal: np.ndarray, reach: floa
 
 
 def _wrist(mask: np.ndarray, ray3: dict, landmarks: dict) -> dict:
-    """Radius, ulna and carpal regions, placed from the middle finger's MCP joint and axis.
+    """Radius, ulna and carpal regions, placed on the middle finger's line from the thumb's CMC joint.
 
-    In units of the third proximal phalanx's length P, the third metacarpal is about 1.45 P long and
-    the carpus about 0.8 P high (adult and child hands alike, within the spread a box allows), so the
-    distal radial and ulnar epiphyses lie about 2.2 P proximal of MCP3 on the middle finger's line. The
-    radius takes the thumb side of the wrist, the ulna the other side.
+    The first metacarpal's base (CMC1, found on the thumb's ray) sits on the distal carpal row, so its
+    level along the middle finger's line, s, marks the carpus: in units of the third proximal
+    phalanx's length P, the carpus is centred about 0.3 P past that level and the distal epiphyses of
+    the radius and ulna about 0.75 P past it (without the thumb: 1.6 P and 2.1 P past MCP3). Across
+    the line, the radius takes the thumb side of the wrist and the ulna the other side, from the
+    hand's edges at that level.
     """
     track, (_, j2, j3) = ray3["track"], ray3["joints"]
     mcp, pip = track[j3], track[j2]
     length = float(np.hypot(*(mcp - pip)))
+    if length < 3:
+        return {}
     u = _tangent(track, j3, reach=max(6, int(0.5 * length)))  # towards the wrist
-    normal = np.array([-u[1], u[0]])  # towards the image's right (thumb side) when u points down
-    if normal[0] < 0:
+    normal = np.array([-u[1], u[0]])
+    if normal[0] < 0:  # towards the image's right: the thumb side of a canonical hand
         normal = -normal
-    level = mcp + 2.2 * length * u
+    if "cmc1" in landmarks:
+        base = float(np.dot(np.subtract(landmarks["cmc1"], mcp), u))
+        base = float(np.clip(base, 0.8 * length, 2.2 * length))
+        carpal_s, wrist_s = base + 0.3 * length, base + 0.75 * length
+    else:
+        carpal_s, wrist_s = 1.6 * length, 2.1 * length
+    h, w = mask.shape
+
+    def on_hand(step):
+        point = mcp + step * u
+        return 0 <= point[0] < w and 0 <= point[1] < h and bool(mask[int(point[1]), int(point[0])])
+
+    while wrist_s > carpal_s and not on_hand(wrist_s):  # a short crop: pull back onto the hand
+        wrist_s -= 1.0
+    if not on_hand(carpal_s) or not on_hand(wrist_s):
+        return {}
+    level = mcp + wrist_s * u
     ulnar, radial = _extent(mask, level, normal, 3.0 * length)
     width = ulnar + radial
-    if width < 0.5 * length or not mask[int(np.clip(level[1], 0, mask.shape[0] - 1)), int(np.clip(level[0], 0, mask.shape[1] - 1))]:
+    if width < 0.5 * length:
         return {}
     left = level - ulnar * normal
-    radius_c = left + 0.66 * width * normal
-    ulna_c = left + 0.22 * width * normal
-    carpal_c = mcp + 1.85 * length * u + 0.05 * width * normal
-    tip_dir = -u
+    radius_c = left + 0.64 * width * normal
+    ulna_c = left + 0.24 * width * normal
+    carpal_c = mcp + carpal_s * u + 0.05 * width * normal
     landmarks.update(radius=tuple(radius_c), ulna=tuple(ulna_c))
-    angle = _angle(tip_dir)
+    angle = _angle(-u)
     return {
-        "radius": Region("radius", tuple(map(float, radius_c)), (0.7 * length, 0.40 * width), angle, True),
-        "ulna": Region("ulna", tuple(map(float, ulna_c)), (0.6 * length, 0.28 * width), angle, True),
-        "carpal": Region("carpal", tuple(map(float, carpal_c)), (0.9 * length, 0.6 * width), angle, True),
+        "radius": Region("radius", tuple(map(float, radius_c)), (0.7 * length, 0.42 * width), angle, True),
+        "ulna": Region("ulna", tuple(map(float, ulna_c)), (0.6 * length, 0.3 * width), angle, True),
+        "carpal": Region("carpal", tuple(map(float, carpal_c)), (0.9 * length, 0.65 * width), angle, True),
     }
 
 
 #: Codes of ``diagnostics_regions_check``: which geometric check failed first (0 = all passed).
 CHECKS = {
     0: "passed",
-    1: "a ray or region is missing",
+    1: "a ray, or a region on the film, is missing",
     2: "index finger out of proportion to the middle finger",
     3: "ring finger out of proportion to the middle finger",
     4: "little finger out of proportion to the middle finger",
@@ -608,19 +779,21 @@ CHECKS = {
 def _sane(rays: dict, regions: dict, landmarks: dict, mask: np.ndarray) -> int:
     """Geometric checks: five rays with joints, fingers in proportion, MCPs in a row, boxes on the hand.
 
+    A distal phalanx cut off by the film's edge is not on the image: its region is not required.
     Returns the code (:data:`CHECKS`) of the first failed check, 0 when all pass.
     """
-    if len(rays) != 5 or not all(r.found for r in regions.values()):
+    off_film = {f"dp{f}" for f, ray in rays.items() if ray["joints"][0] < 0}
+    if len(rays) != 5 or not all(r.found for name, r in regions.items() if name not in off_film):
         return 1
 
-    def length(f):
+    def length(f):  # the proximal phalanx (PIP to MCP) of a finger
         ray = rays[f]
-        return float(np.hypot(*(ray["track"][ray["joints"][2]] - ray["track"][0])))
+        return float(np.hypot(*(ray["track"][ray["joints"][2]] - ray["track"][ray["joints"][1]])))
 
     l3 = length(3)
     if l3 <= 0:
         return 1
-    ratios = {2: (0.70, 1.05, 2), 4: (0.75, 1.05, 3), 5: (0.55, 0.95, 4)}
+    ratios = {2: (0.70, 1.10, 2), 4: (0.75, 1.10, 3), 5: (0.50, 0.95, 4)}
     for finger, (lo, hi, code) in ratios.items():
         if not lo <= length(finger) / l3 <= hi:
             return code
@@ -628,11 +801,13 @@ def _sane(rays: dict, regions: dict, landmarks: dict, mask: np.ndarray) -> int:
         return 5
     pp3 = float(np.hypot(*np.subtract(landmarks["mcp3"], landmarks["pip3"])))
     mcp_y = [landmarks[f"mcp{f}"][1] for f in (2, 3, 4, 5)]
-    if np.ptp(mcp_y) > 1.2 * pp3:
+    if np.ptp(mcp_y) > 1.5 * pp3:
         return 6
     h, w = mask.shape
     grown = cv2.dilate(mask.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
     for region in regions.values():
+        if not region.found:
+            continue
         x, y = region.center
         if not (0 <= x < w and 0 <= y < h) or not grown[int(y), int(x)]:
             return 7
