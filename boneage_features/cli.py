@@ -130,7 +130,7 @@ def _region_table_columns() -> list:
     """Columns of the ``regions`` CSV, fixed whichever rows succeed: diagnostics keys from a blank image."""
     import numpy as np
 
-    from .plotting import LANDMARK_NAMES
+    from .regions import LANDMARK_NAMES
     from .preprocess import preprocess_hand
     from .regions import REGION_NAMES, detect_regions
 
@@ -345,8 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
     model_options.add_argument("--booster", choices=("lightgbm", "xgboost"), default="lightgbm")
     model_options.add_argument("--sex-mode", choices=("feature", "separate"), default="feature")
     model_options.add_argument(
-        "--features", choices=("whole", "regions", "both"), default="whole",
-        help="handcrafted descriptors: of the whole hand (default), of the 14 bone regions, or both",
+        "--features", choices=("whole", "regions", "both"), default="both",
+        help="handcrafted descriptors: of the whole hand, of the 14 bone regions, or both (default)",
     )
     model_options.add_argument(
         "--cnn", action="store_true", help="add the shipped CNN's age estimate as a feature (needs torch)"

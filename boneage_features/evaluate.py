@@ -140,6 +140,7 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None) ->
             "booster": pipeline.booster,
             "sex_mode": pipeline.sex_mode,
             "cnn": pipeline.cnn is not None,
+            "features": _feature_layout(pipeline),
             "n_splits": n_splits,
             "random_state": random_state,
             "n_features": int(table.shape[1]),
@@ -151,13 +152,23 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None) ->
     }
 
 
+def _feature_layout(pipeline) -> str:
+    """"whole", "regions" or "both": which handcrafted descriptors the pipeline's extractor computes."""
+    from .features import FeatureExtractor
+
+    config = (pipeline.extractor if pipeline.extractor is not None else FeatureExtractor())._config()
+    if config["families"] and config.get("regions"):
+        return "both"
+    return "regions" if config.get("regions") else "whole"
+
+
 def format_report(result: dict) -> str:
     """Plain-text table of a :func:`cross_validate` result."""
     overall = result["overall"]
     config = result["config"]
     lines = [
         f"{config['n_splits']}-fold CV, booster={config['booster']}, sex_mode={config['sex_mode']}, "
-        f"cnn={'yes' if config.get('cnn') else 'no'}, "
+        f"cnn={'yes' if config.get('cnn') else 'no'}, features={config.get('features', '?')}, "
         f"{config['n_features']} features, n={overall['n']}",
         f"{'':<12}{'n':>7}{'MAE':>9}",
         f"{'all':<12}{overall['n']:>7}{overall['mae']:>9.2f}",

@@ -211,9 +211,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         Size the hand is resized to for LBP.
     intensity_grid : (int, int), default=(4, 4)
         Grid of cells for the intensity statistics.
-    regions : tuple of str, default=()
-        Regions of interest to describe, from :data:`boneage_features.regions.REGION_NAMES`, in column
-        order; empty for whole-hand features only. Their features are named after the region
+    regions : tuple of str, default=REGION_NAMES
+        Regions of interest to describe, from :data:`boneage_features.regions.REGION_NAMES` (all 14 by
+        default), in column order; empty for whole-hand features only. Their features are named after the region
         (``pp3_hog_0042``, ``carpal_lbp_r2u07``, ``radius_intensity_p50``) and are NaN where the
         region is not found; ``diagnostics_<region>_found`` says which were.
     region_families : tuple of str, default=("hog", "lbp", "intensity")
@@ -249,7 +249,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         lbp_grid=(4, 4),
         lbp_size=(192, 160),
         intensity_grid=(4, 4),
-        regions=(),
+        regions=REGION_NAMES,
         region_families=("hog", "lbp", "intensity"),
         region_patch=(48, 48),
         region_hog_cell=12,
@@ -282,8 +282,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.progress = progress
 
     def __setstate__(self, state):
-        # An extractor pickled before a parameter existed (the shipped model) lacks its attribute;
-        # the parameter's default is what that extractor computed.
+        # An extractor pickled before a parameter existed lacks its attribute; the parameter's default
+        # is what that extractor computed, except for regions, which came with defaults on.
+        state.setdefault("regions", ())
         for name, parameter in inspect.signature(type(self).__init__).parameters.items():
             if parameter.kind is parameter.KEYWORD_ONLY:
                 state.setdefault(name, parameter.default)

@@ -20,6 +20,7 @@ from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
 from .features import FEATURES_VERSION, FeatureExtractor
+from .regions import DETECTOR_VERSION
 from .io import parse_sex, write_atomic
 from .model import BoneAgeRegressor, as_table
 
@@ -180,6 +181,7 @@ class Pipeline(RegressorMixin, BaseEstimator):
         self.feature_names_ = list(table.columns)
         self.version_ = _package_version()
         self.features_version_ = FEATURES_VERSION
+        self.detector_version_ = DETECTOR_VERSION if self.extractor_._config().get("regions") else None
         return self
 
     def predict(self, X) -> np.ndarray:
@@ -216,6 +218,7 @@ class Pipeline(RegressorMixin, BaseEstimator):
             "format": _SAVE_FORMAT,
             "version": self.version_,
             "features_version": self.features_version_,
+            "detector_version": getattr(self, "detector_version_", None),
             "model": self,
         }
         return write_atomic(path, lambda tmp: joblib.dump(payload, tmp, compress=3))
@@ -259,6 +262,12 @@ def load_model(path=None) -> Pipeline:
         raise ModelVersionError(
             f"{path}: model computed features of version {payload['features_version']} "
             f"(package {payload['version']}); this package computes version {FEATURES_VERSION}: retrain it"
+        )
+    detector = payload.get("detector_version")
+    if detector is not None and detector != DETECTOR_VERSION:
+        raise ModelVersionError(
+            f"{path}: model's region features came from landmark detector version {detector}; this package "
+            f"places regions with version {DETECTOR_VERSION}: retrain it"
         )
     if payload["version"] != _package_version():
         warnings.warn(

@@ -15,21 +15,9 @@ import numpy as np
 
 from .io import read_image
 from .preprocess import preprocess_hand
-from .regions import REGION_NAMES, HandRegions, detect_regions
+from .regions import LANDMARK_NAMES, REGION_NAMES, HandRegions, detect_regions
 
-__all__ = ["LANDMARK_NAMES", "draw_regions", "plot_regions"]
-
-#: Every landmark :func:`~boneage_features.regions.detect_regions` may report, in a fixed order (tables
-#: built from detections get the same columns whichever landmarks were found).
-LANDMARK_NAMES = (
-    "palm",
-    "tip1", "tip2", "tip3", "tip4", "tip5",
-    "valley12", "valley23", "valley34", "valley45",
-    "ip1", "mcp1", "mcp2", "mcp3", "mcp4", "mcp5", "cmc1",
-    "dip2", "dip3", "dip4", "dip5",
-    "pip2", "pip3", "pip4", "pip5",
-    "radius", "ulna",
-)
+__all__ = ["draw_regions", "plot_regions"]
 
 # One colour per ray (RGB): the thumb, the middle finger, the little finger, the wrist and carpus;
 # fingers 2 and 4, the valleys and the palm, which no region belongs to, in gray.

@@ -4,19 +4,21 @@ Works on the canonical view of :func:`boneage_features.preprocess.preprocess_han
 the bottom, thumb on the image's right). Every decision is classical and can be drawn
 (:func:`boneage_features.plotting.plot_regions`):
 
-1. palm centre and palm radius: the maximum of the distance transform of the hand mask;
-2. fingertips: peaks of the distance from the palm centre along the hand contour; valleys between
-   fingers: the lowest contour point between two neighbouring tips. The five tips are ordered from the
-   little finger (image left) to the thumb (image right);
+1. palm centre and palm radius: the largest inscribed circle of the palm (distance transform);
+2. fingertips: peaks of the distance from the palm centre along the hand contour; webs: the lowest
+   contour point between two neighbouring tips. The five tips are ordered from the little finger
+   (image left) to the thumb (image right);
 3. finger axes: from each tip the bone is tracked towards the palm, re-centring each step on the bright
    bone across a cross-section (so touching fingers do not pull the axis off the bone);
-4. joints along each axis: joint spaces and growth plates are dark bands across the bone, i.e. minima
-   of the intensity profile along the axis; of the candidate minima, the triple whose spacing best
-   matches the proportions of the phalanges (and whose bands are darkest) is kept - DIP/PIP/MCP for
-   the fingers, IP/MCP/CMC for the thumb;
-5. the wrist: the distal ends of the radius (thumb side) and of the ulna, placed from the middle
-   finger's length and the forearm's edges, refined on the dark radiocarpal band; the carpal region
-   lies between the metacarpal bases and the radius.
+4. joints along each axis: joint spaces and growth plates are dark bands across the bone, i.e. peaks of
+   the black top-hat of the intensity profile along the axis. Of the candidate bands, the triple
+   (DIP/PIP/MCP for a finger, IP/MCP/CMC for the thumb) is chosen by the darkness of its bands, the
+   proportions of the phalanges, where the web lies along the proximal phalanx, the proximal phalanx's
+   length over its shaft width, and agreement between the fingers (lengths, the row of MCP joints).
+   A flat fingertip may have been cut off by the film's edge: its distal phalanx is then reported off
+   the film instead of being placed on the wrong bone;
+5. the wrist: on the middle finger's line, the carpus and the distal ends of the radius (thumb side)
+   and ulna placed from the thumb's CMC joint (on the distal carpal row) and the hand's edges there.
 
 Regions follow the TW3 RUS set (Tanner et al., *Assessment of skeletal maturity and prediction of adult
 height (TW3 method)*, 3rd ed., 2001): each is a box centred on the epiphysis / growth plate of its bone,
@@ -36,6 +38,7 @@ import numpy as np
 __all__ = [
     "CHECKS",
     "DETECTOR_VERSION",
+    "LANDMARK_NAMES",
     "REGION_NAMES",
     "HandRegions",
     "Region",
@@ -56,6 +59,19 @@ REGION_NAMES = (
     "dp3", "mp3", "pp3", "mc3",
     "dp5", "mp5", "pp5", "mc5",
     "radius", "ulna", "carpal",
+)
+
+
+#: Every landmark :func:`~boneage_features.regions.detect_regions` may report, in a fixed order (tables
+#: built from detections get the same columns whichever landmarks were found).
+LANDMARK_NAMES = (
+    "palm",
+    "tip1", "tip2", "tip3", "tip4", "tip5",
+    "valley12", "valley23", "valley34", "valley45",
+    "ip1", "mcp1", "mcp2", "mcp3", "mcp4", "mcp5", "cmc1",
+    "dip2", "dip3", "dip4", "dip5",
+    "pip2", "pip3", "pip4", "pip5",
+    "radius", "ulna",
 )
 
 
@@ -191,24 +207,25 @@ def _not_found(diagnostics: dict | None = None) -> HandRegions:
 
 # Along a ray, the dark bands of three joints split the bone from its tip into segments: distal,
 # middle and proximal phalanx for a finger (tip-DIP-PIP-MCP), distal and proximal phalanx and first
-# metacarpal for the thumb (tip-IP-MCP-CMC). _SEGMENTS holds (expected, spread) of the length ratios
-# first/second and second/third segment (adult middle finger about 19, 28 and 45 mm; thumb 22, 31 and
-# 46 mm). The first is loose: the distal phalanx ossifies late and is often cut off by the film's
-# edge. The segments are nearly self-similar, so ratios alone cannot tell tuft-DIP-PIP from DIP-PIP-MCP
-# from PIP-MCP-CMC; the webs between the fingers settle it: a web lies along the proximal phalanx,
-# about three quarters of the way from the PIP to the MCP joint, and the thumb's web at the level of
-# its MCP joint (_WEB_FRACTION: where, as a fraction of the second-to-third joint segment; measured
-# on 300 training hands, where the shifted triples put the web at the second joint instead). _SCALE is a loose prior on the third joint's distance from the
-# fingertip in palm radii, the only guide where fingers touch and no web shows.
+# metacarpal for the thumb (tip-IP-MCP-CMC). _SEGMENTS: (expected, spread) of the length ratios
+# first/second and second/third segment (adult middle finger about 19, 28 and 45 mm; thumb 22, 31
+# and 46 mm); the first is loose, as the distal phalanx ossifies late and is often cut off by the
+# film's edge. The segments are nearly self-similar, so ratios alone cannot tell tuft-DIP-PIP from
+# DIP-PIP-MCP from PIP-MCP-CMC. Three things settle it:
+# - the webs: a web between two fingers lies along the proximal phalanx, about three quarters of the
+#   way from the PIP to the MCP joint, the thumb's web level with its MCP joint (_WEB_FRACTION: where,
+#   as a fraction of the second-to-third joint segment; on 300 training hands the shifted triples put
+#   the web at the second joint instead). A web nearer the fingertip than _MIN_WEB palm radii is a
+#   notch between fingers touching lower down, not a web;
+# - slenderness: the third segment's length over its shaft's width (_SLENDER) is about 4.7 for a
+#   proximal phalanx, against about 3 for a middle phalanx and 8 for a metacarpal;
+# - a loose prior on the third joint's distance from the fingertip in palm radii (_SCALE), the only
+#   guide where no web shows.
 _SEGMENTS = {"finger": ((0.6, 0.3), (0.62, 0.1)), "thumb": ((0.72, 0.3), (0.68, 0.14))}
 _WEB_FRACTION = {"finger": (0.75, 0.15), "thumb": (0.0, 0.2)}
-# Length over shaft width of the third segment: proximal phalanx of a finger, first metacarpal.
+_MIN_WEB = {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 0.6}
 _SLENDER = {"finger": (4.7, 0.7), "thumb": (4.3, 1.0)}
 _SCALE = {1: (2.3, 0.7), 2: (1.9, 0.7), 3: (2.1, 0.7), 4: (2.0, 0.7), 5: (1.6, 0.7)}
-# A web closer to the fingertip than this (palm radii along the finger) is a notch between fingers
-# that touch lower down, not a web (true webs: about 1.4-1.7 palm radii from the tip on fingers 2-4;
-# the little finger is shorter).
-_MIN_WEB = {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 0.6}
 # Fingertips are often cut off by the film's edge, so the distal phalanx may be missing: a triple may
 # start at the cut instead of a first joint, at a cost in score: small where the tip is flat (the
 # hand's width 2 pixels inside the tip is at least _FLAT_TIP of its width 0.3 palm radii inside; a
@@ -217,6 +234,18 @@ _MIN_WEB = {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 0.6}
 _FLAT_TIP = 0.8
 _CUT_PENALTY = {True: 0.75, False: 3.0}
 _EDGE_BAND = 0.25
+# Prominence (palm radii) of fingertips on the contour; when that finds fewer than five, fingers held
+# together leave only shallow notches between their tips and a second search takes those.
+_TIP_PROMINENCE = 0.12
+_TOUCHING_PROMINENCE = 0.04
+# Agreement between fingers 2-5 (_choose_consistent): each finger's triples scoring within _CLOSE_CALL
+# of its best are reconsidered; proximal phalanx of the index, ring and little finger relative to the
+# middle finger's (adult lengths about 40, 42, 32 and 45 mm): (log ratio, spread); the MCP joints lie
+# on a gentle arc, the spread of its second differences in units of the middle finger's proximal
+# phalanx.
+_CLOSE_CALL = 2.0
+_LENGTH_RATIO = {2: (math.log(0.89), 0.1), 4: (math.log(0.93), 0.08), 5: (math.log(0.72), 0.12)}
+_MCP_ROW = 0.25
 
 
 def _palm(mask: np.ndarray) -> tuple[np.ndarray, float]:
@@ -258,7 +287,7 @@ def _circular_smooth(values: np.ndarray, width: int) -> np.ndarray:
 
 
 def _tips_and_valleys(contour: np.ndarray, palm: np.ndarray, radius: float, shape,
-                      prominence: float = 0.12) -> tuple[list, list]:
+                      prominence: float = _TIP_PROMINENCE) -> tuple[list, list]:
     """Fingertip and valley contour indices: peaks and troughs of the distance from the palm centre.
 
     Candidate tips lie above the wrist (not lower than half a palm radius under the palm centre) and
@@ -413,15 +442,13 @@ def _joints(profile: np.ndarray, segments, *, start: int, scale: tuple, web: flo
     profile's black top-hat (grey closing over ``width`` pixels minus the profile), which also removes
     the slow brightening from the fingertip to the palm. Only bands past ``start`` (the bone's tip)
     are candidates. A triple scores by the darkness of its bands, minus the strong bands it skips (a
-    joint left out), minus squared deviations: of its segment ratios from ``segments``; of the web
-    (``web``, pixels from the fingertip; None where no web shows) from its place along the second
-    to third joint segment (_WEB_FRACTION); of the third joint's distance from
-    ``scale`` (expected, spread; pixels). The first joint may be the fingertip's cut by the film's
-    edge (position -1: the distal phalanx is missing), at a penalty of ``cut``; on a ``flat`` (cut)
-    tip, bands right at the cut are not joints. The third segment's
-    slenderness (its length over the median of ``bone_widths`` along its middle half) must fit
-    ``slender`` (expected, spread): a proximal phalanx is about 4.7 times as long as its shaft is
-    wide, a middle phalanx about 3 and a metacarpal about 8, which breaks the self-similarity. Returns the ``top`` best (score,
+    joint left out), minus squared deviations of: its segment ratios from ``segments``; the web
+    (``web``, pixels from the fingertip; None where no web shows) from its place ``web_fraction``
+    along the second-to-third joint segment; the third segment's slenderness (its length over the
+    median of ``bone_widths`` along its middle half) from ``slender``; the third joint's distance
+    from ``scale`` (expected, spread; pixels). The first joint may be the fingertip's cut by the
+    film's edge (position -1: the distal phalanx is missing), at a penalty of ``cut``; on a ``flat``
+    tip, bands right at the cut are its edge, not joints. Returns the ``top`` best (score,
     positions) pairs, best first, positions as indices into the profile; empty when no triple fits.
     """
     from scipy.ndimage import gaussian_filter1d, grey_closing
@@ -554,19 +581,6 @@ def _ray(image, contour, tips, valleys, k, palm, radius):
         return None
     return {"tip": tip, "track": track, "start": start, "web": web, "candidates": candidates,
             "joints": candidates[0][1], "score": candidates[0][0]}
-
-
-# Proximal phalanx of the index, ring and little fingers relative to the middle finger's (adult
-# lengths about 40, 42, 32 and 45 mm): (log ratio, spread).
-_LENGTH_RATIO = {2: (math.log(0.89), 0.1), 4: (math.log(0.93), 0.08), 5: (math.log(0.72), 0.12)}
-# Prominence (palm radii) of fingertips on the contour when the first search finds fewer than five:
-# fingers held together leave only shallow notches between their tips.
-_TOUCHING_PROMINENCE = 0.04
-# Only a finger's triples scoring within this of its best are reconsidered for consistency.
-_CLOSE_CALL = 2.0
-# The MCP joints of fingers 2-5 lie on a gentle arc: the spread of its second differences, in units
-# of the middle finger's proximal phalanx.
-_MCP_ROW = 0.25
 
 
 def _choose_consistent(rays: dict) -> None:

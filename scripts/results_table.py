@@ -18,7 +18,8 @@ def main(paths):
         result = json.loads(Path(path).read_text())
         c, o = result["config"], result["overall"]
         sex = "sex as a feature" if c["sex_mode"] == "feature" else "one model per sex"
-        name = f"{c['booster']}, {sex}" + (", + CNN age" if c.get("cnn") else "")
+        features = c.get("features") or ("whole" if c["n_features"] <= 4057 else "both")  # older files: by size
+        name = f"{features}, {c['booster']}, {sex}" + (", + CNN age" if c.get("cnn") else "")
         bands = " | ".join(f"{o['mae_by_band'][b]['mae']:.1f}" if b in o["mae_by_band"] else "" for b in BANDS)
         print(
             f"| {name} (`{Path(path).name}`) | **{o['mae']:.2f}** | {o['rmse']:.2f} | {o['r2']:.3f} | "

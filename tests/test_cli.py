@@ -81,7 +81,7 @@ def _regions_manifest(synthetic_manifest, tmp_path):
 def test_regions_writes_a_row_per_image_and_overlays(tmp_path, synthetic_manifest, caplog):
     import cv2
 
-    from boneage_features.plotting import LANDMARK_NAMES
+    from boneage_features.regions import LANDMARK_NAMES
     from boneage_features.regions import REGION_NAMES
 
     manifest = _regions_manifest(synthetic_manifest, tmp_path)

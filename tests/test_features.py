@@ -5,6 +5,7 @@ from sklearn.base import clone
 
 from boneage_features import FeatureExtractor, ImageReadError
 from boneage_features.features import default_cache_dir
+from boneage_features.regions import REGION_NAMES
 
 from .conftest import draw_hand
 
@@ -14,18 +15,19 @@ def _images(n=3):
 
 
 def test_names_and_values_line_up(tmp_path):
-    extractor = FeatureExtractor(cache_dir=tmp_path).fit()
+    extractor = FeatureExtractor(cache_dir=tmp_path).fit()  # whole hand and the 14 regions by default
     table = extractor.transform(_images())
     assert list(table.columns) == list(extractor.feature_names_out_)
     assert table.shape == (3, extractor.n_features_out_)
     assert {name.split("_")[1] for name in table.columns} == {"hog", "lbp", "intensity"}
-    assert np.isfinite(table.filter(like="_hog_").to_numpy()).all()
+    assert {name.split("_")[0] for name in table.columns} == {"whole", *REGION_NAMES}
+    assert np.isfinite(table.filter(like="whole_hog_").to_numpy()).all()
 
 
 def test_families_and_parameters_change_the_columns(tmp_path):
-    small = FeatureExtractor(families=("hog",), hog_cell=32, cache_dir=tmp_path)
+    small = FeatureExtractor(families=("hog",), hog_cell=32, regions=(), cache_dir=tmp_path)
     assert all("_hog_" in name for name in small.get_feature_names_out())
-    assert len(small.get_feature_names_out()) < len(FeatureExtractor().get_feature_names_out())
+    assert len(small.get_feature_names_out()) < len(FeatureExtractor(regions=()).get_feature_names_out())
     with pytest.raises(ValueError, match="families"):
         FeatureExtractor(families=("sift",)).get_feature_names_out()
     assert clone(small).get_params() == small.get_params()
@@ -105,7 +107,7 @@ def _hand_regions(found=("pp3", "radius")):
 
 def test_region_feature_names_follow_the_parameters():
     names = list(FeatureExtractor(regions=REGIONS).get_feature_names_out())
-    whole = list(FeatureExtractor().get_feature_names_out())
+    whole = list(FeatureExtractor(regions=()).get_feature_names_out())
     assert names[: len(whole)] == whole  # whole-hand features first, unchanged
     assert "whole_lbp_g03r2u07" in names
     assert {"pp3_hog_0000", "carpal_lbp_r2u07", "radius_intensity_p50", "radius_intensity_g01std"} <= set(names)
@@ -124,7 +126,7 @@ def test_region_parameters_are_validated():
     with pytest.raises(ValueError, match=r"'pp4'.*valid names: dp1, pp1"):
         FeatureExtractor(regions=("pp3", "pp4")).get_feature_names_out()
     with pytest.raises(ValueError, match="both empty"):
-        FeatureExtractor(families=()).get_feature_names_out()
+        FeatureExtractor(families=(), regions=()).get_feature_names_out()
     with pytest.raises(ValueError, match="not a string"):
         FeatureExtractor(regions="carpal").get_feature_names_out()
     with pytest.raises(ValueError, match="more than once"):
@@ -136,7 +138,7 @@ def test_region_parameters_are_validated():
     with pytest.raises(ValueError, match="region_intensity_grid"):
         FeatureExtractor(regions=("carpal",), region_intensity_grid=(0, 1)).get_feature_names_out()
     # unused region parameters are not checked while there are no regions
-    assert len(FeatureExtractor(region_hog_cell=10).get_feature_names_out()) > 0
+    assert len(FeatureExtractor(regions=(), region_hog_cell=10).get_feature_names_out()) > 0
 
 
 def test_region_parameters_round_trip_and_tune():
@@ -152,7 +154,7 @@ def test_region_parameters_round_trip_and_tune():
     assert extractor._cache_folder(extractor._config()) != folder
 
 
-def test_extractor_pickled_before_region_parameters_gets_their_defaults():
+def test_extractor_pickled_before_region_parameters_computes_what_it_did():
     import pickle
 
     old = FeatureExtractor(hog_cell=32)
@@ -161,7 +163,8 @@ def test_extractor_pickled_before_region_parameters_gets_their_defaults():
         del state[name]
     restored = FeatureExtractor.__new__(FeatureExtractor)
     restored.__setstate__(state)
-    assert restored.get_params() == FeatureExtractor(hog_cell=32).get_params()
+    # no regions (as then), every other new parameter at its default
+    assert restored.get_params() == FeatureExtractor(hog_cell=32, regions=()).get_params()
     assert pickle.loads(pickle.dumps(restored)).regions == ()
 
 

@@ -75,6 +75,11 @@ def test_save_load_identical_and_version_checked(tmp_path, synthetic):
     joblib.dump(payload, tmp_path / "old.joblib")
     with pytest.warns(UserWarning, match="0.0.1"):
         bf.load_model(tmp_path / "old.joblib")
+    assert payload["detector_version"] is not None  # the default extractor describes regions
+    payload["detector_version"] = -1
+    joblib.dump(payload, tmp_path / "moved.joblib")
+    with pytest.raises(ModelVersionError, match="landmark detector"):
+        bf.load_model(tmp_path / "moved.joblib")
     payload["features_version"] = -1
     joblib.dump(payload, tmp_path / "incompatible.joblib")
     with pytest.raises(ModelVersionError, match="retrain"):

@@ -9,6 +9,7 @@ import pytest
 
 from boneage_features.regions import (
     CHECKS,
+    LANDMARK_NAMES,
     REGION_NAMES,
     HandRegions,
     Region,
@@ -40,6 +41,7 @@ def test_phantom_joints_are_found_where_they_were_drawn(seed):
     _check_shape(found)
     assert found.ok, found.diagnostics
     assert found.diagnostics["diagnostics_regions_found"] == len(REGION_NAMES)
+    assert set(found.landmarks) == set(LANDMARK_NAMES)
     errors = {name: _error(found, truth, name) for name in JOINTS}
     assert max(errors.values()) <= 4.0, errors
 
