@@ -45,7 +45,17 @@ def test_fit_predict_evaluate_in_process(tmp_path, synthetic_manifest, capsys):
     assert "MAE" in printed and "sex M" in printed
     figures = json.loads(cv.read_text())
     assert figures["overall"]["n"] == 24 and len(figures["folds"]) == 3
+    assert figures["config"]["features"] == "both"  # whole hand and regions by default
     assert len(pd.read_csv(oof)) == 24
+
+    from boneage_features import FeatureExtractor
+
+    for layout, extractor in (("whole", FeatureExtractor(regions=())), ("regions", FeatureExtractor(families=()))):
+        assert main(["evaluate", str(synthetic_manifest), "--folds", "3", "-o", str(cv), "--features", layout,
+                     *common]) == 0
+        figures = json.loads(cv.read_text())
+        assert figures["config"]["features"] == layout
+        assert figures["config"]["n_features"] == len(extractor.get_feature_names_out()) + 1  # + sex
 
 
 def test_input_errors_exit_1(tmp_path, caplog):
