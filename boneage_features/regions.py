@@ -134,7 +134,8 @@ class HandRegions:
         its checks; a distal phalanx cut off by the film's edge is not on the film),
         ``diagnostics_regions_check`` (the first failed check, :data:`CHECKS`),
         ``diagnostics_fingers_found`` (fingertips on the contour), ``diagnostics_fingers_cut`` (rays
-        whose distal phalanx is off the film) and ``diagnostics_palm_radius``.
+        whose distal phalanx is off the film), ``diagnostics_palm_radius`` and
+        ``diagnostics_regions_error`` (1 when the detector itself failed on the image).
     """
 
     regions: dict
@@ -194,7 +195,7 @@ def _not_found(diagnostics: dict | None = None) -> HandRegions:
     diag.update(
         diagnostics_regions_found=0.0, diagnostics_regions_ok=0.0, diagnostics_regions_check=1.0,
         diagnostics_fingers_found=0.0, diagnostics_fingers_cut=0.0,
-        diagnostics_palm_radius=math.nan,
+        diagnostics_palm_radius=math.nan, diagnostics_regions_error=0.0,
     )
     if diagnostics:
         diag.update(diagnostics)
@@ -635,12 +636,27 @@ def detect_regions(image: np.ndarray, mask: np.ndarray) -> HandRegions:
     Returns
     -------
     HandRegions
-        Never raises for an odd image: regions that cannot be placed have ``found=False``.
+        Never raises for an odd image: regions that cannot be placed have ``found=False`` (an
+        unexpected failure inside the detector is logged and gives no regions).
+
+    Raises
+    ------
+    ValueError
+        When ``image`` is not 2-D or ``mask`` has another shape.
     """
     image = np.asarray(image, np.float32)
     mask = np.asarray(mask, bool)
     if image.ndim != 2 or mask.shape != image.shape:
         raise ValueError(f"image must be 2-D and mask the same shape; got {image.shape} and {mask.shape}")
+    try:
+        return _detect(image, mask)
+    except Exception:  # a bug on one odd hand must cost its regions, not the image's other features
+        logger.warning("landmark detection failed; no regions for this image", exc_info=True)
+        return _not_found({"diagnostics_regions_error": 1.0})
+
+
+def _detect(image: np.ndarray, mask: np.ndarray) -> HandRegions:
+    """The body of :func:`detect_regions`, on checked arguments."""
     if mask.sum() < 0.01 * mask.size or mask.all():
         return _not_found()
     palm, radius = _palm(mask)
@@ -651,7 +667,8 @@ def detect_regions(image: np.ndarray, mask: np.ndarray) -> HandRegions:
     if len(tips) < 5:  # fingers held together: only shallow notches part the fingertips
         tips, valleys = _tips_and_valleys(contour, palm, radius, mask.shape, prominence=_TOUCHING_PROMINENCE)
     landmarks = {"palm": (float(palm[0]), float(palm[1]))}
-    diag = {"diagnostics_palm_radius": radius, "diagnostics_fingers_found": float(len(tips))}
+    diag = {"diagnostics_palm_radius": radius, "diagnostics_fingers_found": float(len(tips)),
+            "diagnostics_regions_error": 0.0}
     if len(tips) != 5:
         result = _not_found(diag)
         result.landmarks.update(landmarks)

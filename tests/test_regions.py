@@ -230,3 +230,17 @@ def test_hands_checked_by_eye_keep_their_landmarks(data_dir):
             if name not in found.landmarks or np.hypot(*np.subtract(found.landmarks[name], (x, y))) > tolerance:
                 moved.append(f"{image_id}:{name}")
     assert not moved, f"landmarks lost or moved: {moved}"
+
+
+def test_a_failure_inside_the_detector_costs_the_regions_only(monkeypatch, caplog):
+    import boneage_features.regions as regions
+
+    def broken(*args, **kwargs):
+        raise IndexError("boom")
+
+    monkeypatch.setattr(regions, "_palm", broken)
+    image, mask, _ = draw_canonical_hand()
+    found = detect_regions(image, mask)
+    _check_shape(found)
+    assert not found.ok and found.diagnostics["diagnostics_regions_error"] == 1.0
+    assert "landmark detection failed" in caplog.text
