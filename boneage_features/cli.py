@@ -91,7 +91,7 @@ def _cmd_evaluate(args) -> int:
     return EXIT_OK
 
 
-def _regions_of_one(path: str, overlay: str | None) -> dict:
+def _regions_of_one(path: str, overlay: str | None, zoom: float = 1.0) -> dict:
     """Landmarks, regions and diagnostics of one radiograph as one CSV row; never raises."""
     from .io import ImageReadError, read_image, write_atomic
     from .plotting import draw_regions
@@ -104,7 +104,7 @@ def _regions_of_one(path: str, overlay: str | None) -> dict:
         if overlay is not None:
             import cv2
 
-            ok, png = cv2.imencode(".png", cv2.cvtColor(draw_regions(hand.image, found), cv2.COLOR_RGB2BGR))
+            ok, png = cv2.imencode(".png", cv2.cvtColor(draw_regions(hand.image, found, zoom=zoom), cv2.COLOR_RGB2BGR))
             if not ok:
                 raise OSError(f"cannot encode the overlay {overlay}")
             write_atomic(overlay, lambda tmp: Path(tmp).write_bytes(png.tobytes()))
@@ -130,9 +130,8 @@ def _region_table_columns() -> list:
     """Columns of the ``regions`` CSV, fixed whichever rows succeed: diagnostics keys from a blank image."""
     import numpy as np
 
-    from .regions import LANDMARK_NAMES
     from .preprocess import preprocess_hand
-    from .regions import REGION_NAMES, detect_regions
+    from .regions import LANDMARK_NAMES, REGION_NAMES, detect_regions
 
     columns = ["image", "status", "error"]
     columns += [f"{name}_{axis}" for name in LANDMARK_NAMES for axis in ("x", "y")]
@@ -157,13 +156,17 @@ def _cmd_regions(args) -> int:
 
     if args.limit is not None and args.limit < 1:
         raise _InputError(f"--limit must be a positive number of rows; got {args.limit}")
+    if not args.zoom > 0:
+        raise _InputError(f"--zoom must be positive; got {args.zoom}")
     X, _ = read_manifest(args.manifest, image_dir=args.image_dir, errors="coerce")  # sex is not needed here
     if args.limit:
         X = X.iloc[: args.limit]
     out = Path(args.output)
     overlays = None if args.no_overlays else out / "overlays"
     jobs = [
-        delayed(_regions_of_one)(path, None if overlays is None else str(overlays / f"{_safe_file_name(i)}.png"))
+        delayed(_regions_of_one)(
+            path, None if overlays is None else str(overlays / f"{_safe_file_name(i)}.png"), args.zoom
+        )
         for i, path in X["image"].items()
     ]
     n_jobs = args.n_jobs if len(jobs) > 1 else 1
@@ -404,6 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     regions.add_argument("--n-jobs", type=int, default=os.cpu_count() or 1, help="parallel images (default: all cores)")
     regions.add_argument("--limit", type=int, help="first N rows of the manifest only")
     regions.add_argument("--no-overlays", action="store_true", help="write the CSV only")
+    regions.add_argument("--zoom", type=float, default=1.0,
+                         help="enlarge the overlays this many times (2.5 to judge joints by eye)")
     regions.add_argument("-q", "--quiet", action="store_true", help="no progress bar, warnings only")
     regions.set_defaults(handler=_cmd_regions)
     return parser

@@ -70,7 +70,22 @@ def _to_rgb(image: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
 
 
-def draw_regions(image: np.ndarray, regions: HandRegions, *, labels: bool = True) -> np.ndarray:
+def _zoomed(regions: HandRegions, zoom: float) -> HandRegions:
+    """The same regions in a view enlarged ``zoom`` times."""
+    from dataclasses import replace
+
+    return HandRegions(
+        regions={
+            name: replace(r, center=(r.center[0] * zoom, r.center[1] * zoom), size=(r.size[0] * zoom, r.size[1] * zoom))
+            for name, r in regions.regions.items()
+        },
+        landmarks={name: (x * zoom, y * zoom) for name, (x, y) in regions.landmarks.items()},
+        axes={name: np.asarray(a, float) * zoom for name, a in regions.axes.items()},
+        diagnostics=dict(regions.diagnostics),
+    )
+
+
+def draw_regions(image: np.ndarray, regions: HandRegions, *, labels: bool = True, zoom: float = 1.0) -> np.ndarray:
     """Draw landmarks, finger axes and region boxes on the canonical view.
 
     Parameters
@@ -82,14 +97,24 @@ def draw_regions(image: np.ndarray, regions: HandRegions, *, labels: bool = True
         What :func:`~boneage_features.regions.detect_regions` returned for ``image``.
     labels : bool, default=True
         Write each found region's name beside its box and, at the top left, the regions not found.
+    zoom : float, default=1.0
+        Enlarge the view (bicubic) before drawing, so that joints can be judged by eye.
 
     Returns
     -------
-    (H, W, 3) ndarray of uint8
+    (H * zoom, W * zoom, 3) ndarray of uint8
         RGB. Colours by ray: thumb orange, middle finger cyan, little finger green, radius, ulna and
         carpus magenta, everything else gray. Landmarks are dots, finger axes thin lines, regions
         their rotated boxes.
     """
+    if not zoom > 0:
+        raise ValueError(f"zoom must be positive; got {zoom!r}")
+    if zoom != 1.0:
+        image = np.asarray(image)
+        size = (int(round(image.shape[1] * zoom)), int(round(image.shape[0] * zoom)))
+        image = cv2.resize(image.astype(np.float32) / (255.0 if image.dtype == np.uint8 else 1.0), size,
+                           interpolation=cv2.INTER_CUBIC)
+        regions = _zoomed(regions, zoom)
     canvas = _to_rgb(image)
     height, width = canvas.shape[:2]
     scale = max(0.3, min(height, width) / 900)

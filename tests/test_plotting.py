@@ -110,3 +110,23 @@ def test_plot_regions_with_given_regions_and_axes():
 def test_import_does_not_load_matplotlib():
     code = "import sys, boneage_features; assert 'matplotlib' not in sys.modules, 'matplotlib imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_draw_regions_zoom_scales_the_view_and_the_boxes():
+    from boneage_features.plotting import draw_regions
+    from boneage_features.regions import detect_regions
+
+    from .phantoms import draw_canonical_hand
+
+    image, mask, _ = draw_canonical_hand()
+    found = detect_regions(image, mask)
+    plain = draw_regions(image, found, labels=False)
+    big = draw_regions(image, found, labels=False, zoom=2.0)
+    assert big.shape == (2 * plain.shape[0], 2 * plain.shape[1], 3)
+    # the top edge of the middle finger's box is drawn (in colour, not gray) at twice its place
+    x, y = found.regions["mp3"].center
+    top = int(round(2 * (y - found.regions["mp3"].size[0] / 2)))
+    edge = big[top - 2 : top + 3, int(2 * x) - 4 : int(2 * x) + 5].astype(int)
+    assert (edge.max(axis=2) - edge.min(axis=2) > 50).any()
+    with pytest.raises(ValueError, match="zoom"):
+        draw_regions(image, found, zoom=0)
