@@ -1,7 +1,8 @@
 """Skeletal (bone) age from a radiograph of the left hand.
 
-Classical features of the hand (HOG, LBP, intensity statistics; later per bone) are fused with the
-child's sex and fed to a gradient-boosted regressor (LightGBM or XGBoost) that predicts months.
+Classical features of the hand (HOG, LBP, intensity statistics, of the whole hand and of 14 bone
+regions) and optionally a fine-tuned CNN's age estimate are fused with the child's sex and fed to a
+gradient-boosted regressor (LightGBM or XGBoost) that predicts months.
 
 >>> import boneage_features as bf
 >>> X, y = bf.read_manifest("train.csv")           # doctest: +SKIP
