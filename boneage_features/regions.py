@@ -100,12 +100,15 @@ class Region:
     angle: float = math.nan
     found: bool = False
 
+    def frame(self) -> tuple[np.ndarray, np.ndarray]:
+        """Unit vectors (x, y) of the upright patch: ``up`` along the bone towards its tip, ``right``."""
+        a = math.radians(self.angle)
+        return np.array([-math.sin(a), -math.cos(a)]), np.array([math.cos(a), -math.sin(a)])
+
     def corners(self) -> np.ndarray:
         """(4, 2) array of the box's corners (x, y), starting top-left, clockwise in the upright patch."""
         h, w = self.size
-        a = math.radians(self.angle)
-        up = np.array([-math.sin(a), -math.cos(a)])  # unit vector along the bone, towards the tip
-        right = np.array([math.cos(a), -math.sin(a)])
+        up, right = self.frame()
         c = np.asarray(self.center, float)
         return np.array(
             [c + up * h / 2 - right * w / 2, c + up * h / 2 + right * w / 2,
@@ -171,12 +174,9 @@ def extract_patch(image: np.ndarray, region: Region, *, shape=(48, 48)) -> np.nd
     if out_h < 1 or out_w < 1:
         raise ValueError(f"patch shape must be positive; got {shape!r}")
     h, w = region.size
-    a = math.radians(region.angle)
-    up = np.array([-math.sin(a), -math.cos(a)])
-    right = np.array([math.cos(a), -math.sin(a)])
-    c = np.asarray(region.center, float)
+    up, right = region.frame()
     # Affine map from patch pixels (u, v) to image (x, y): origin at the box's top-left corner.
-    origin = c + up * h / 2 - right * w / 2
+    origin = region.corners()[0]
     sx, sy = w / out_w, h / out_h
     matrix = np.array(
         [[right[0] * sx, -up[0] * sy, origin[0]], [right[1] * sx, -up[1] * sy, origin[1]]], np.float64
@@ -534,7 +534,7 @@ def _box(name: str, joint: np.ndarray, toward_tip: np.ndarray, shift: float, sid
 
 
 def _tip_flatness(mask: np.ndarray, tip: np.ndarray, direction: np.ndarray, radius: float) -> float:
-    """Width of the hand 2 pixels inside a fingertip over its width 0.3 palm radii inside."""
+    """Width of the hand 2 pixels inside a fingertip over its width 0.3 palm radii inside (float mask)."""
     d = _unit(direction)
     n = _normal(d)
     near = sum(_extent(mask, tip + 2 * d, n, 0.5 * radius))
@@ -542,8 +542,11 @@ def _tip_flatness(mask: np.ndarray, tip: np.ndarray, direction: np.ndarray, radi
     return near / far if far > 0 else 0.0
 
 
-def _ray(image, contour, tips, valleys, k, palm, radius):
-    """Track one ray (k = 0 for the little finger ... 4 for the thumb) and find its joint candidates."""
+def _ray(image, hand, contour, tips, valleys, k, palm, radius):
+    """Track one ray (k = 0 for the little finger ... 4 for the thumb) and find its joint candidates.
+
+    ``hand`` is ``image > 0`` as float32.
+    """
     tip = contour[tips[k]]
     finger = 5 - k
     scale = (_SCALE[finger][0] * radius, _SCALE[finger][1] * radius)
@@ -570,7 +573,7 @@ def _ray(image, contour, tips, valleys, k, palm, radius):
         web = None
     segments = _SEGMENTS["thumb" if finger == 1 else "finger"]
     kind = "thumb" if finger == 1 else "finger"
-    flat = _tip_flatness(image > 0, tip, direction, radius) >= _FLAT_TIP
+    flat = _tip_flatness(hand, tip, direction, radius) >= _FLAT_TIP
     options = dict(start=start, scale=scale, web_fraction=_WEB_FRACTION[kind], slender=_SLENDER[kind],
                    bone_widths=_bone_widths(image, track, 0.4 * radius), flat=flat,
                    cut=_CUT_PENALTY[flat],
@@ -679,8 +682,9 @@ def _detect(image: np.ndarray, mask: np.ndarray) -> HandRegions:
         landmarks[f"valley{4 - k}{5 - k}"] = tuple(float(v) for v in contour[index])
 
     regions, axes, rays = {}, {}, {}
+    hand = (image > 0).astype(np.float32)  # where the tips' flatness is measured, once for all rays
     for k in range(5):
-        ray = _ray(image, contour, tips, valleys, k, palm, radius)
+        ray = _ray(image, hand, contour, tips, valleys, k, palm, radius)
         if ray is not None:
             rays[5 - k] = ray
     _choose_consistent(rays)
@@ -696,7 +700,7 @@ def _detect(image: np.ndarray, mask: np.ndarray) -> HandRegions:
         t1 = None if cut else -_tangent(track, j1)
         side = float(np.hypot(*(p3 - p2)))
         if finger == 1:
-            side = float(np.hypot(*(p3 - p2))) * 0.68  # the proximal phalanx, from the metacarpal's length
+            side *= 0.68  # the proximal phalanx, from the metacarpal's length
             if not cut:
                 side = float(np.hypot(*(p2 - p1)))
                 landmarks["ip1"] = tuple(p1)
@@ -716,7 +720,7 @@ def _detect(image: np.ndarray, mask: np.ndarray) -> HandRegions:
                 regions[f"mc{finger}"] = _box(f"mc{finger}", p3, t3, -0.15 * side, 0.55 * side)
     diag["diagnostics_fingers_cut"] = float(cut_fingers)
     if 3 in rays:
-        regions.update(_wrist(mask, rays[3], landmarks))
+        regions.update(_wrist(mask, mask.astype(np.float32), rays[3], landmarks))
     landmarks = {name: (float(x), float(y)) for name, (x, y) in landmarks.items()}
     for name in REGION_NAMES:
         regions.setdefault(name, Region(name))
@@ -730,18 +734,21 @@ def _detect(image: np.ndarray, mask: np.ndarray) -> HandRegions:
 
 
 def _extent(mask: np.ndarray, point: np.ndarray, normal: np.ndarray, reach: float) -> tuple[float, float]:
-    """Distances from ``point`` to the mask's edge along -``normal`` and +``normal`` (within ``reach``)."""
+    """Distances from ``point`` to the mask's edge along -``normal`` and +``normal`` (within ``reach``).
+
+    ``mask`` is float32 (1 inside), converted once by the caller: this runs several times per image.
+    """
     steps = np.arange(0.0, reach, 1.0)
     out = []
     for sign in (-1.0, 1.0):
         pts = point[None, :] + sign * steps[:, None] * normal[None, :]
-        inside = _sample(mask.astype(np.float32), pts) > 0.5
+        inside = _sample(mask, pts) > 0.5
         outside = np.flatnonzero(~inside)
         out.append(float(steps[outside[0]]) if len(outside) else float(reach))
     return out[0], out[1]
 
 
-def _wrist(mask: np.ndarray, ray3: dict, landmarks: dict) -> dict:
+def _wrist(mask: np.ndarray, mask_f: np.ndarray, ray3: dict, landmarks: dict) -> dict:
     """Radius, ulna and carpal regions, placed on the middle finger's line from the thumb's CMC joint.
 
     The first metacarpal's base (CMC1, found on the thumb's ray) sits on the distal carpal row, so its
@@ -777,7 +784,7 @@ def _wrist(mask: np.ndarray, ray3: dict, landmarks: dict) -> dict:
     if not on_hand(carpal_s) or not on_hand(wrist_s):
         return {}
     level = mcp + wrist_s * u
-    ulnar, radial = _extent(mask, level, normal, 3.0 * length)
+    ulnar, radial = _extent(mask_f, level, normal, 3.0 * length)
     width = ulnar + radial
     if width < 0.5 * length:
         return {}
