@@ -69,6 +69,9 @@ class BoneAgeRegressor(RegressorMixin, BaseEstimator):
     ----------
     models_ : dict
         Fitted boosters: ``{"all": model}`` or ``{"M": model, "F": model}``.
+    base_mean_ : dict or None
+        Mean of ``base_column`` over each model's training rows, keyed like ``models_`` (None without
+        ``base_column``). Explanations attribute a prior's deviation from it to the base column.
     n_features_in_ : int
     feature_names_in_ : ndarray of str
         Only when fitted on a DataFrame.
@@ -212,6 +215,7 @@ class BoneAgeRegressor(RegressorMixin, BaseEstimator):
         X, y = validate_data(self, X, y, ensure_all_finite="allow-nan", dtype=np.float32, y_numeric=True)
         groups, columns = self._groups(X)
         self.models_ = {}
+        self.base_mean_ = None if self.base_column is None else {}
         for key, rows in groups.items():
             if not rows.any():
                 raise ValueError(f"sex_mode='separate' needs both sexes in the training data; no row has sex {key}")
@@ -220,7 +224,9 @@ class BoneAgeRegressor(RegressorMixin, BaseEstimator):
                 model.fit(X[np.ix_(rows, columns)], y[rows])
             else:
                 margin = "init_score" if self.booster == "lightgbm" else "base_margin"
-                model.fit(X[np.ix_(rows, columns)], y[rows], **{margin: self._base(X, rows)})
+                base = self._base(X, rows)
+                model.fit(X[np.ix_(rows, columns)], y[rows], **{margin: base})
+                self.base_mean_[key] = float(np.mean(base))
             self.models_[key] = model
         return self
 

@@ -19,6 +19,7 @@ import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin, clone
 from sklearn.utils.validation import check_is_fitted
 
+from .explain import contributions
 from .features import FEATURES_VERSION, FeatureExtractor
 from .regions import DETECTOR_VERSION
 from .io import parse_sex, write_atomic
@@ -189,6 +190,25 @@ class Pipeline(RegressorMixin, BaseEstimator):
         check_is_fitted(self, "regressor_")
         table, _ = self.make_table(X)
         return self.regressor_.predict(table)
+
+    def explain(self, X) -> pd.DataFrame:
+        """Contribution of every feature to the predicted age of every row of ``X``, in months.
+
+        Parameters
+        ----------
+        X : DataFrame with ``image`` and ``sex`` columns
+            As for :meth:`predict`; raises on the first unreadable image or unknown sex.
+
+        Returns
+        -------
+        DataFrame
+            Indexed like ``X``: one column per feature of :attr:`feature_names_` (TreeSHAP values of
+            the booster), then ``base_value``; each row sums to :meth:`predict`. Sum them by bone region,
+            descriptor family or source with :func:`boneage_features.group_contributions`.
+        """
+        check_is_fitted(self, "regressor_")
+        table, _ = self.make_table(X)
+        return contributions(self.regressor_, table)
 
     def predict_batch(self, X) -> pd.DataFrame:
         """Bone age for every row, never stopping at a bad one.
