@@ -1,5 +1,7 @@
-"""Command line: ``boneage-features fit | predict | evaluate | train-cnn | regions``.
+"""Command line: ``boneage-features fit | predict | explain | report | evaluate | train-cnn | regions``.
 
+``explain`` writes each feature's contribution (in months) to every row's estimate, ``report`` one
+self-contained HTML page of estimates, region heatmaps and, with reference ages, accuracy figures.
 ``regions`` runs the landmark and region detection alone over a manifest: a CSV of every landmark,
 region box and quality value, and an overlay picture per image for checking the detection by eye.
 Results go to files (written atomically) or stdout, logs and progress bars to stderr. Exit codes:
@@ -52,23 +54,77 @@ def _cmd_fit(args) -> int:
     return EXIT_OK
 
 
-def _cmd_predict(args) -> int:
-    from .io import read_manifest, write_atomic
+def _scoring_model(args):
+    """The model of ``-m`` (the shipped one by default), set up with the command's jobs and cache options."""
     from .pipeline import load_model
 
-    X, _ = read_manifest(args.manifest, image_dir=args.image_dir, errors="coerce")
     model = load_model(args.model)
     model.extractor_.set_params(n_jobs=args.n_jobs, progress=not args.quiet)
     if args.no_cache or args.cache_dir:
         model.extractor_.set_params(cache_dir=False if args.no_cache else args.cache_dir)
+    return model
+
+
+def _log_failed_rows(outcome, done: str, output) -> None:
+    n_failed = int((outcome["status"] != "ok").sum())
+    logger.info("%d of %d rows %s; written to %s", len(outcome) - n_failed, len(outcome), done, output)
+    for row, message in outcome.loc[outcome["status"] != "ok", "error"].items():
+        logger.warning("row %s failed: %s", row, message)
+
+
+def _cmd_predict(args) -> int:
+    from .io import read_manifest, write_atomic
+
+    X, _ = read_manifest(args.manifest, image_dir=args.image_dir, errors="coerce")
+    model = _scoring_model(args)
     result = model.predict_batch(X)
     result.insert(0, "image", X["image"])
     result.index.name = "id"
     write_atomic(args.output, lambda tmp: result.to_csv(tmp, float_format="%.2f"))
-    n_failed = int((result["status"] != "ok").sum())
-    logger.info("%d of %d rows predicted; written to %s", len(result) - n_failed, len(result), args.output)
-    for row, message in result.loc[result["status"] != "ok", "error"].items():
-        logger.warning("row %s failed: %s", row, message)
+    _log_failed_rows(result, "predicted", args.output)
+    return EXIT_OK
+
+
+def _limited(X, y, limit):
+    if limit is not None and limit < 1:
+        raise _InputError(f"--limit must be a positive number of rows; got {limit}")
+    if limit:
+        X = X.iloc[:limit]
+        y = None if y is None else y.iloc[:limit]
+    return X, y
+
+
+def _cmd_explain(args) -> int:
+    from .explain import BASE_VALUE, group_contributions
+    from .io import read_manifest, write_atomic
+    from .report import explain_batch
+
+    X, _ = read_manifest(args.manifest, image_dir=args.image_dir, errors="coerce")
+    X, _ = _limited(X, None, args.limit)
+    model = _scoring_model(args)
+    contrib, outcome = explain_batch(model, X)
+    if args.by:
+        contrib = group_contributions(contrib, by=args.by)
+    # base_value last, as explain gives it, so that the columns after `error` sum to boneage_months
+    columns = [c for c in contrib.columns if c != BASE_VALUE] + [BASE_VALUE]
+    result = outcome.join(contrib[columns])
+    result.insert(0, "image", X["image"])
+    result.index.name = "id"
+    write_atomic(args.output, lambda tmp: result.to_csv(tmp, float_format="%.6g"))
+    _log_failed_rows(outcome, "explained", args.output)
+    return EXIT_OK
+
+
+def _cmd_report(args) -> int:
+    from .io import read_manifest
+    from .report import write_report
+
+    X, y = read_manifest(args.manifest, image_dir=args.image_dir, errors="coerce")
+    X, y = _limited(X, y, args.limit)
+    model = _scoring_model(args)
+    name = args.model or "the shipped model"
+    path = write_report(model, X, y, path=args.output, model_name=name, title=args.title)
+    logger.info("report on %d rows written to %s", len(X), path)
     return EXIT_OK
 
 
@@ -363,6 +419,27 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("-m", "--model", help="model file (default: the shipped model in artifacts/)")
     predict.add_argument("-o", "--output", required=True, help="CSV to write: id, image, boneage_months, status, error")
     predict.set_defaults(handler=_cmd_predict)
+
+    explain = commands.add_parser(
+        "explain", parents=[common], help="each feature's contribution, in months, to every row's estimate"
+    )
+    explain.add_argument("-m", "--model", help="model file (default: the shipped model in artifacts/)")
+    explain.add_argument("-o", "--output", required=True,
+                         help="CSV to write: id, image, boneage_months, status, error, one column per feature "
+                              "(or group), base_value")
+    explain.add_argument("--by", choices=("region", "family", "source"),
+                         help="sum the features by bone region, descriptor family or source (default: every feature)")
+    explain.add_argument("--limit", type=int, help="first N rows of the manifest only")
+    explain.set_defaults(handler=_cmd_explain)
+
+    report = commands.add_parser(
+        "report", parents=[common], help="one self-contained HTML page: estimates, region heatmaps, accuracy"
+    )
+    report.add_argument("-m", "--model", help="model file (default: the shipped model in artifacts/)")
+    report.add_argument("-o", "--output", required=True, help="HTML file to write")
+    report.add_argument("--limit", type=int, help="first N rows of the manifest only")
+    report.add_argument("--title", default="Bone age report", help="title of the page")
+    report.set_defaults(handler=_cmd_report)
 
     evaluate = commands.add_parser(
         "evaluate", parents=[common, model_options], help="cross-validated MAE, RMSE, R2, by sex and age band"

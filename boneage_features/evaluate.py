@@ -180,3 +180,39 @@ def format_report(result: dict) -> str:
     lines.append(f"RMSE {overall['rmse']:.2f}  R2 {overall['r2']:.3f}  bias {overall['bias']:+.2f} months")
     lines.append("per fold MAE: " + ", ".join(f"{f['mae']:.2f}" for f in result["folds"]))
     return "\n".join(lines)
+
+
+def mae_by_band_and_sex(y_true, y_pred, male) -> pd.DataFrame:
+    """Number of images and MAE in months by age band (of the reference age) and sex.
+
+    Parameters
+    ----------
+    y_true, y_pred : (n,) array-like of months
+    male : (n,) array-like of bool or 0/1
+
+    Returns
+    -------
+    DataFrame
+        One row per band of :data:`AGE_BANDS` and a last row ``all``; columns ``(sex, "n")`` and
+        ``(sex, "mae")`` for sex ``F``, ``M`` and ``all``. The MAE is NaN where there are no images.
+    """
+    y_true = np.asarray(y_true, dtype=float)
+    y_pred = np.asarray(y_pred, dtype=float)
+    male = np.asarray(male).astype(bool)
+    if not (y_true.shape == y_pred.shape == male.shape) or y_true.ndim != 1:
+        raise ValueError(
+            f"y_true, y_pred and male must be 1-D of one length; got {y_true.shape}, {y_pred.shape}, {male.shape}"
+        )
+    error = np.abs(y_pred - y_true)
+    bands = age_band(y_true)
+    rows = [(label, bands == i) for i, (label, _, _) in enumerate(AGE_BANDS)] + [("all", np.ones(len(y_true), bool))]
+    sexes = (("F", ~male), ("M", male), ("all", np.ones(len(y_true), bool)))
+    table = {}
+    for label, in_band in rows:
+        entry = {}
+        for sex, of_sex in sexes:
+            chosen = in_band & of_sex
+            entry[(sex, "n")] = int(chosen.sum())
+            entry[(sex, "mae")] = float(error[chosen].mean()) if chosen.any() else np.nan
+        table[label] = entry
+    return pd.DataFrame.from_dict(table, orient="index")

@@ -45,3 +45,15 @@ def test_report_lists_every_band():
     text = format_report(result)
     for label, _, _ in AGE_BANDS:
         assert label in text
+
+
+def test_mae_by_band_and_sex():
+    from boneage_features.evaluate import mae_by_band_and_sex
+
+    table = mae_by_band_and_sex([10, 30, 100, 200, 150], [12, 25, 110, 190, 150], [1, 0, 1, 0, 0])
+    assert list(table.index) == [label for label, _, _ in AGE_BANDS] + ["all"]
+    assert table.at["0-2y", ("M", "mae")] == 2 and table.at["0-2y", ("F", "n")] == 0
+    assert np.isnan(table.at["0-2y", ("F", "mae")])
+    assert table.at["all", ("F", "mae")] == pytest.approx(5.0) and table.at["all", ("all", "n")] == 5
+    with pytest.raises(ValueError, match="one length"):
+        mae_by_band_and_sex([1, 2], [1, 2], [True])
