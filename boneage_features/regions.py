@@ -7,18 +7,21 @@ the bottom, thumb on the image's right). Every decision is classical and can be 
 1. palm centre and palm radius: the largest inscribed circle of the palm (distance transform);
 2. fingertips: peaks of the distance from the palm centre along the hand contour; webs: the lowest
    contour point between two neighbouring tips. The five tips are ordered from the little finger
-   (image left) to the thumb (image right);
+   (image left) to the thumb (image right). Fingers pressed together leave no notch: then the four
+   finger bones are found as bright ridges across the proximal phalanges and followed up to the tips;
 3. finger axes: from each tip the bone is tracked towards the palm, re-centring each step on the bright
    bone across a cross-section (so touching fingers do not pull the axis off the bone);
 4. joints along each axis: joint spaces and growth plates are dark bands across the bone, i.e. peaks of
    the black top-hat of the intensity profile along the axis. Of the candidate bands, the triple
    (DIP/PIP/MCP for a finger, IP/MCP/CMC for the thumb) is chosen by the darkness of its bands, the
    proportions of the phalanges, where the web lies along the proximal phalanx, the proximal phalanx's
-   length over its shaft width, and agreement between the fingers (lengths, the row of MCP joints).
+   length over its shaft width, and agreement between the fingers: the middle finger anchors the
+   others (proximal phalanx and fingertip-to-MCP lengths in proportion, the MCP joints in a row).
    A flat fingertip may have been cut off by the film's edge: its distal phalanx is then reported off
    the film instead of being placed on the wrong bone;
-5. the wrist: on the middle finger's line, the carpus and the distal ends of the radius (thumb side)
-   and ulna placed from the thumb's CMC joint (on the distal carpal row) and the hand's edges there.
+5. the wrist: from the thumb's CMC joint (on the distal carpal row) along the middle finger's line, or
+   along the forearm's own axis where the wrist is bent sideways, the carpus and the distal ends of the
+   radius (thumb side) and ulna, placed from the hand's edges there.
 
 Regions follow the TW3 RUS set (Tanner et al., *Assessment of skeletal maturity and prediction of adult
 height (TW3 method)*, 3rd ed., 2001): each is a box centred on the epiphysis / growth plate of its bone,
@@ -49,7 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bump when a change to the detector moves regions for the same image; it keys the feature cache.
-DETECTOR_VERSION = 3
+DETECTOR_VERSION = 4
 
 #: The regions, in feature-table order: the TW3 RUS bones (thumb, middle and little finger rays, then
 #: radius and ulna) and the carpus. Metacarpals 3 and 5 are read at their heads (distal epiphyses);
@@ -136,7 +139,8 @@ class HandRegions:
         ``diagnostics_regions_ok`` (1 when every region on the film was found and the geometry passed
         its checks; a distal phalanx cut off by the film's edge is not on the film),
         ``diagnostics_regions_check`` (the first failed check, :data:`CHECKS`),
-        ``diagnostics_fingers_found`` (fingertips on the contour), ``diagnostics_fingers_cut`` (rays
+        ``diagnostics_fingers_found`` (fingertips on the contour), ``diagnostics_fingers_from_bone`` (1
+        when the fingertips came from the finger bones instead), ``diagnostics_fingers_cut`` (rays
         whose distal phalanx is off the film), ``diagnostics_palm_radius`` and
         ``diagnostics_regions_error`` (1 when the detector itself failed on the image).
     """
@@ -194,7 +198,7 @@ def _not_found(diagnostics: dict | None = None) -> HandRegions:
     diag = {f"diagnostics_{name}_found": 0.0 for name in REGION_NAMES}
     diag.update(
         diagnostics_regions_found=0.0, diagnostics_regions_ok=0.0, diagnostics_regions_check=1.0,
-        diagnostics_fingers_found=0.0, diagnostics_fingers_cut=0.0,
+        diagnostics_fingers_found=0.0, diagnostics_fingers_from_bone=0.0, diagnostics_fingers_cut=0.0,
         diagnostics_palm_radius=math.nan, diagnostics_regions_error=0.0,
     )
     if diagnostics:
@@ -239,14 +243,31 @@ _EDGE_BAND = 0.25
 # together leave only shallow notches between their tips and a second search takes those.
 _TIP_PROMINENCE = 0.12
 _TOUCHING_PROMINENCE = 0.04
-# Agreement between fingers 2-5 (_choose_consistent): each finger's triples scoring within _CLOSE_CALL
-# of its best are reconsidered; proximal phalanx of the index, ring and little finger relative to the
-# middle finger's (adult lengths about 40, 42, 32 and 45 mm): (log ratio, spread); the MCP joints lie
-# on a gentle arc, the spread of its second differences in units of the middle finger's proximal
-# phalanx.
+# Where the proximal phalanges cross the hand, in palm radii above the palm centre (fingers held
+# together, _tips_from_bones).
+_BONE_ROWS = (1.3, 1.7)
+# Agreement between fingers 2-5 (_choose_consistent): the middle finger's triples scoring within
+# _CLOSE_CALL of its best are each tried as the anchor. Relative to the middle finger, the log ratio of
+# another finger's proximal phalanx (_LENGTH_RATIO) and of its fingertip-to-MCP length (_REACH_RATIO):
+# (median, spread below, spread above). Medians and spreads from the 36 hands checked by eye
+# (tests/data/regions_golden.csv; adult lengths of the proximal phalanges about 40, 42, 32 and 45 mm
+# agree); the spread below is wider because a finger bent towards the film looks shorter, never
+# longer (the little finger most), and each squared deviation is capped at _RATIO_CAP so that one
+# odd finger cannot overrule its joints' evidence. The MCP joints lie on a gentle arc: the spread of
+# its second differences in units of the middle finger's proximal phalanx (_MCP_ROW).
 _CLOSE_CALL = 2.0
-_LENGTH_RATIO = {2: (math.log(0.89), 0.1), 4: (math.log(0.93), 0.08), 5: (math.log(0.72), 0.12)}
+_LENGTH_RATIO = {2: (-0.11, 0.08, 0.05), 4: (-0.07, 0.08, 0.05), 5: (-0.31, 0.15, 0.07)}
+_REACH_RATIO = {2: (-0.14, 0.15, 0.08), 4: (-0.07, 0.15, 0.08), 5: (-0.4, 0.25, 0.12)}
+_RATIO_CAP = 12.0
 _MCP_ROW = 0.25
+
+
+def _ratio_penalty(value: float, prior: tuple) -> float:
+    """Squared deviation of a log length ratio from ``prior`` (median, spread below, spread above),
+    capped at :data:`_RATIO_CAP`."""
+    mu, below, above = prior
+    z = (value - mu) / (below if value < mu else above)
+    return min(z * z, _RATIO_CAP)
 
 
 def _palm(mask: np.ndarray) -> tuple[np.ndarray, float]:
@@ -328,6 +349,51 @@ def _tips_and_valleys(contour: np.ndarray, palm: np.ndarray, radius: float, shap
     # The contour may run either way round: order the valleys by angle too, like the tips.
     valleys.sort(key=lambda i: math.atan2(contour[i, 0] - palm[0], palm[1] - contour[i, 1]))
     return tips, valleys
+
+
+def _tips_from_bones(image: np.ndarray, mask: np.ndarray, contour_tips: list, palm: np.ndarray,
+                     radius: float) -> list | None:
+    """Five fingertips of a hand whose fingers touch along their length, from the finger bones.
+
+    The thumb stands apart even then: it is the contour tip furthest towards the image's right below
+    the level of the other fingers' proximal phalanges. Across the proximal phalanges (a band of
+    rows _BONE_ROWS palm radii above the palm centre, left of the thumb) the four finger bones are
+    bright ridges parted by darker soft tissue; each of the four most prominent ridges is followed
+    up its bone to where the hand ends: that finger's tip. Returns the tips ordered like
+    :func:`_tips_and_valleys` (little finger first), or None when four ridges do not show.
+    """
+    from scipy.ndimage import gaussian_filter1d
+    from scipy.signal import find_peaks
+
+    h, w = mask.shape
+    lower = palm[1] - _BONE_ROWS[0] * radius
+    thumbs = [t for t in contour_tips if t[1] > palm[1] - _BONE_ROWS[1] * radius and t[0] > palm[0]]
+    if not thumbs:
+        return None
+    thumb = max(thumbs, key=lambda t: t[0])
+    y0, y1 = int(palm[1] - _BONE_ROWS[1] * radius), int(lower)
+    x1 = int(min(w, thumb[0] - 0.3 * radius))
+    if y0 < 0 or y1 <= y0 or x1 < 10:
+        return None
+    band = image[y0:y1, :x1]
+    inside = mask[y0:y1, :x1].mean(axis=0) > 0.5
+    profile = gaussian_filter1d(band.mean(axis=0), max(1.0, 0.04 * radius))
+    profile[~inside] = 0.0
+    peaks, props = find_peaks(profile, distance=max(3, int(0.25 * radius)), prominence=0.02)
+    if len(peaks) < 4:
+        return None
+    peaks = np.sort(peaks[np.argsort(-props["prominences"])[:4]])
+    row = 0.5 * (y0 + y1)
+    tips = []
+    for x in peaks:
+        track = _track(image, np.array([float(x), row]), np.array([0.0, -1.0]), length=2.5 * radius,
+                       half_width=0.12 * radius)
+        inside = [bool(0 <= p[0] < w and 0 <= p[1] < h and mask[int(p[1]), int(p[0])]) for p in track]
+        last = len(inside) if all(inside) else inside.index(False)
+        if last < 2:
+            return None
+        tips.append(track[last - 1])
+    return tips + [thumb]
 
 
 def _sample(image: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -436,7 +502,7 @@ def _bone_widths(image: np.ndarray, track: np.ndarray, reach: float) -> np.ndarr
 
 
 def _joints(profile: np.ndarray, segments, *, start: int, scale: tuple, web: float | None, web_fraction: tuple,
-            cut: float, flat: bool, width: float, bone_widths: np.ndarray, slender: tuple, top: int = 6) -> list:
+            cut: float, flat: bool, width: float, bone_widths: np.ndarray, slender: tuple, top: int = 40) -> list:
     """Candidate joint triples along a profile: dark bands whose spacing fits a finger.
 
     A joint space or an open growth plate is a narrow dark band across the bone: a peak of the
@@ -542,12 +608,12 @@ def _tip_flatness(mask: np.ndarray, tip: np.ndarray, direction: np.ndarray, radi
     return near / far if far > 0 else 0.0
 
 
-def _ray(image, hand, contour, tips, valleys, k, palm, radius):
+def _ray(image, hand, tips, valleys, k, palm, radius):
     """Track one ray (k = 0 for the little finger ... 4 for the thumb) and find its joint candidates.
 
     ``hand`` is ``image > 0`` as float32.
     """
-    tip = contour[tips[k]]
+    tip = tips[k]
     finger = 5 - k
     scale = (_SCALE[finger][0] * radius, _SCALE[finger][1] * radius)
     # The finger's own direction, from a short first pass (the palm centre can lie well off the axis
@@ -565,8 +631,8 @@ def _ray(image, hand, contour, tips, valleys, k, palm, radius):
     sides = {1: [3], 2: [2], 3: [1, 2], 4: [0, 1], 5: [0]}[finger]
     along = []
     for j in sides:
-        if j < len(valleys):
-            gap = np.hypot(*(track - contour[valleys[j]]).T)
+        if j < len(valleys) and valleys[j] is not None:
+            gap = np.hypot(*(track - valleys[j]).T)
             along.append(float(np.argmin(gap)))
     web = float(np.mean(along)) if along else None
     if web is not None and (web < _MIN_WEB[finger] * radius or web >= len(track) - 2):
@@ -590,39 +656,54 @@ def _ray(image, hand, contour, tips, valleys, k, palm, radius):
 def _choose_consistent(rays: dict) -> None:
     """Pick one joint triple per finger (2-5) so that the fingers agree with each other.
 
-    Each finger keeps its triples scoring within :data:`_CLOSE_CALL` of its best; the combination
-    with the best sum of triple scores, minus a penalty on the proximal phalanges' lengths relative
-    to the middle finger's (:data:`_LENGTH_RATIO`) and minus a penalty on the bend of the row of MCP
-    joints (their second differences, in units of _MCP_ROW times the third proximal phalanx), wins.
-    Updates ``rays`` in place.
+    The middle finger anchors the others: for each of its triples scoring within :data:`_CLOSE_CALL`
+    of its best, every other finger's triples are rescored by how well their proximal phalanx and
+    their fingertip-to-MCP length fit the middle finger's (:data:`_LENGTH_RATIO`, :data:`_REACH_RATIO`),
+    and their best few are combined under a penalty on the bend of the row of MCP joints (second
+    differences, in units of _MCP_ROW times the middle finger's proximal phalanx). The middle
+    triple with the best total wins, with the other fingers' choices under it. Updates ``rays`` in
+    place.
     """
     import itertools
 
     fingers = [f for f in (2, 3, 4, 5) if f in rays]
     if 3 not in rays or len(fingers) < 2:
         return
-    options = {}
-    for f in fingers:
+
+    def geometry(f, joints):
         track = rays[f]["track"]
-        best_score = rays[f]["candidates"][0][0]
-        options[f] = [(score, joints, float(np.hypot(*(track[joints[2]] - track[joints[1]]))), track[joints[2]])
-                      for score, joints in rays[f]["candidates"] if score >= best_score - _CLOSE_CALL]
+        return float(np.hypot(*(track[joints[2]] - track[joints[1]]))), float(joints[2]), track[joints[2]]
+
+    middle = rays[3]["candidates"]
     best, best_value = None, -math.inf
-    for combo in itertools.product(*(options[f] for f in fingers)):
-        chosen = dict(zip(fingers, combo))
-        l3 = chosen[3][2]
-        value = sum(c[0] for c in combo)
+    for score3, joints3 in middle:
+        if score3 < middle[0][0] - _CLOSE_CALL:
+            break
+        pp3, reach3, mcp3 = geometry(3, joints3)
+        if pp3 <= 0 or reach3 <= 0:
+            continue
+        options = {3: [(score3, joints3, mcp3)]}
         for f in fingers:
-            if f != 3 and l3 > 0:
-                mu, sd = _LENGTH_RATIO[f]
-                value -= 0.5 * ((math.log(max(chosen[f][2], 1e-6) / l3) - mu) / sd) ** 2
-        row = [chosen[f][3] for f in fingers]
-        for a, b, c in zip(row, row[1:], row[2:]):
-            bend = float(np.hypot(*(a - 2 * b + c))) / max(_MCP_ROW * l3, 1e-6)
-            value -= 0.5 * bend**2
-        if value > best_value:
-            best, best_value = chosen, value
-    for f, (score, joints, _, _) in best.items():
+            if f == 3:
+                continue
+            rescored = []
+            for score, joints in rays[f]["candidates"]:
+                pp, reach, mcp = geometry(f, joints)
+                penalty = _ratio_penalty(math.log(max(pp, 1e-6) / pp3), _LENGTH_RATIO[f])
+                penalty += _ratio_penalty(math.log(max(reach, 1e-6) / reach3), _REACH_RATIO[f])
+                rescored.append((score - 0.5 * penalty, joints, mcp))
+            options[f] = sorted(rescored, key=lambda c: -c[0])[:3]
+        for combo in itertools.product(*(options[f] for f in fingers)):
+            value = sum(c[0] for c in combo)
+            row = [c[2] for c in combo]
+            for a, b, c in zip(row, row[1:], row[2:]):
+                bend = float(np.hypot(*(a - 2 * b + c))) / (_MCP_ROW * pp3)
+                value -= 0.5 * bend**2
+            if value > best_value:
+                best, best_value = dict(zip(fingers, combo)), value
+    if best is None:
+        return
+    for f, (score, joints, _) in best.items():
         rays[f]["joints"], rays[f]["score"] = joints, score
 
 
@@ -669,22 +750,29 @@ def _detect(image: np.ndarray, mask: np.ndarray) -> HandRegions:
     tips, valleys = _tips_and_valleys(contour, palm, radius, mask.shape)
     if len(tips) < 5:  # fingers held together: only shallow notches part the fingertips
         tips, valleys = _tips_and_valleys(contour, palm, radius, mask.shape, prominence=_TOUCHING_PROMINENCE)
-    landmarks = {"palm": (float(palm[0]), float(palm[1]))}
     diag = {"diagnostics_palm_radius": radius, "diagnostics_fingers_found": float(len(tips)),
-            "diagnostics_regions_error": 0.0}
+            "diagnostics_fingers_from_bone": 0.0, "diagnostics_regions_error": 0.0}
+    tips, valleys = [contour[i] for i in tips], [contour[i] for i in valleys]
+    if len(tips) < 5:  # fingers pressed together: no notch at all; find them from their bones
+        found = _tips_from_bones(image, mask, tips, palm, radius)
+        if found is not None:
+            tips, valleys = found, [None] * 4
+            diag["diagnostics_fingers_from_bone"] = 1.0
+    landmarks = {"palm": (float(palm[0]), float(palm[1]))}
     if len(tips) != 5:
         result = _not_found(diag)
         result.landmarks.update(landmarks)
         return result
-    for k, index in enumerate(tips):
-        landmarks[f"tip{5 - k}"] = tuple(float(v) for v in contour[index])
-    for k, index in enumerate(valleys):
-        landmarks[f"valley{4 - k}{5 - k}"] = tuple(float(v) for v in contour[index])
+    for k, point in enumerate(tips):
+        landmarks[f"tip{5 - k}"] = tuple(float(v) for v in point)
+    for k, point in enumerate(valleys):
+        if point is not None:
+            landmarks[f"valley{4 - k}{5 - k}"] = tuple(float(v) for v in point)
 
     regions, axes, rays = {}, {}, {}
     hand = (image > 0).astype(np.float32)  # where the tips' flatness is measured, once for all rays
     for k in range(5):
-        ray = _ray(image, hand, contour, tips, valleys, k, palm, radius)
+        ray = _ray(image, hand, tips, valleys, k, palm, radius)
         if ray is not None:
             rays[5 - k] = ray
     _choose_consistent(rays)
@@ -748,15 +836,45 @@ def _extent(mask: np.ndarray, point: np.ndarray, normal: np.ndarray, reach: floa
     return out[0], out[1]
 
 
-def _wrist(mask: np.ndarray, mask_f: np.ndarray, ray3: dict, landmarks: dict) -> dict:
-    """Radius, ulna and carpal regions, placed on the middle finger's line from the thumb's CMC joint.
+def _forearm_direction(mask: np.ndarray, start: np.ndarray, reach: float) -> np.ndarray | None:
+    """Unit direction of the forearm, away from the hand, from the mask's midline below ``start``.
 
-    The first metacarpal's base (CMC1, found on the thumb's ray) sits on the distal carpal row, so its
-    level along the middle finger's line, s, marks the carpus: in units of the third proximal
-    phalanx's length P, the carpus is centred about 0.3 P past that level and the distal epiphyses of
-    the radius and ulna about 0.75 P past it (without the thumb: 1.6 P and 2.1 P past MCP3). Across
-    the line, the radius takes the thumb side of the wrist and the ulna the other side, from the
-    hand's edges at that level.
+    In the canonical view the forearm leaves the image at its bottom edge. The midline of each mask
+    row from ``start`` down ``reach`` pixels (the centre of the run of mask pixels nearest the previous
+    row's centre) is fitted by a line, x = a + b y. None when fewer than 8 rows are available (a crop
+    that ends at the wrist).
+    """
+    h, w = mask.shape
+    y0 = int(max(0, start[1]))
+    y1 = int(min(h, start[1] + reach))
+    centre = float(start[0])
+    ys, xs = [], []
+    for y in range(y0, y1):
+        row = np.flatnonzero(mask[y])
+        if len(row) < 2:
+            continue
+        runs = np.split(row, np.flatnonzero(np.diff(row) > 1) + 1)
+        run = min(runs, key=lambda r: abs(0.5 * (r[0] + r[-1]) - centre))
+        centre = 0.5 * (run[0] + run[-1])
+        ys.append(y)
+        xs.append(centre)
+    if len(ys) < 8:
+        return None
+    b = float(np.polyfit(ys, xs, 1)[0])
+    return _unit(np.array([b, 1.0]))
+
+
+def _wrist(mask: np.ndarray, mask_f: np.ndarray, ray3: dict, landmarks: dict) -> dict:
+    """Radius, ulna and carpal regions, from the thumb's CMC joint and the forearm's axis.
+
+    The first metacarpal's base (CMC1, found on the thumb's ray) sits on the distal carpal row: its
+    level along the middle finger's line marks the carpometacarpal joints, the base point (without
+    the thumb: 1.3 P past MCP3, P the third proximal phalanx's length). The wrist often bends sideways
+    there (radial or ulnar deviation), so past the base the carpus and the forearm follow the
+    forearm's own axis (:func:`_forearm_direction`; the middle finger's line where the crop shows too
+    little forearm): the carpus is centred about 0.3 P along it and the distal epiphyses of the radius
+    and ulna about 0.75 P along it. Across the axis, the radius takes the thumb side of the wrist and
+    the ulna the other side, from the hand's edges at that level.
     """
     track, (_, j2, j3) = ray3["track"], ray3["joints"]
     mcp, pip = track[j3], track[j2]
@@ -764,26 +882,34 @@ def _wrist(mask: np.ndarray, mask_f: np.ndarray, ray3: dict, landmarks: dict) ->
     if length < 3:
         return {}
     u = _tangent(track, j3, reach=max(6, int(0.5 * length)))  # towards the wrist
-    normal = np.array([-u[1], u[0]])
+    if "cmc1" in landmarks:
+        base_s = float(np.dot(np.subtract(landmarks["cmc1"], mcp), u))
+        base_s = float(np.clip(base_s, 0.8 * length, 2.2 * length))
+    else:
+        base_s = 1.3 * length
+    base = mcp + base_s * u
+    v = u
+    past = base + 0.75 * length * u
+    if not (0 <= past[0] < mask.shape[1] and 0 <= past[1] < mask.shape[0] and mask[int(past[1]), int(past[0])]):
+        # The middle finger's line leaves the hand before the wrist: the wrist is bent sideways.
+        bent = _forearm_direction(mask, base, 2.5 * length)
+        if bent is not None and np.dot(bent, u) >= 0.5:
+            v = bent
+    normal = np.array([-v[1], v[0]])
     if normal[0] < 0:  # towards the image's right: the thumb side of a canonical hand
         normal = -normal
-    if "cmc1" in landmarks:
-        base = float(np.dot(np.subtract(landmarks["cmc1"], mcp), u))
-        base = float(np.clip(base, 0.8 * length, 2.2 * length))
-        carpal_s, wrist_s = base + 0.3 * length, base + 0.75 * length
-    else:
-        carpal_s, wrist_s = 1.6 * length, 2.1 * length
+    carpal_s, wrist_s = 0.3 * length, 0.75 * length
     h, w = mask.shape
 
     def on_hand(step):
-        point = mcp + step * u
+        point = base + step * v
         return 0 <= point[0] < w and 0 <= point[1] < h and bool(mask[int(point[1]), int(point[0])])
 
     while wrist_s > carpal_s and not on_hand(wrist_s):  # a short crop: pull back onto the hand
         wrist_s -= 1.0
     if not on_hand(carpal_s) or not on_hand(wrist_s):
         return {}
-    level = mcp + wrist_s * u
+    level = base + wrist_s * v
     ulnar, radial = _extent(mask_f, level, normal, 3.0 * length)
     width = ulnar + radial
     if width < 0.5 * length:
@@ -791,9 +917,9 @@ def _wrist(mask: np.ndarray, mask_f: np.ndarray, ray3: dict, landmarks: dict) ->
     left = level - ulnar * normal
     radius_c = left + 0.64 * width * normal
     ulna_c = left + 0.24 * width * normal
-    carpal_c = mcp + carpal_s * u + 0.05 * width * normal
+    carpal_c = base + carpal_s * v + 0.05 * width * normal
     landmarks.update(radius=tuple(radius_c), ulna=tuple(ulna_c))
-    angle = _angle(-u)
+    angle = _angle(-v)
     return {
         "radius": Region("radius", tuple(map(float, radius_c)), (0.7 * length, 0.42 * width), angle, True),
         "ulna": Region("ulna", tuple(map(float, ulna_c)), (0.6 * length, 0.3 * width), angle, True),
