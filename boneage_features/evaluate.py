@@ -87,7 +87,7 @@ def regression_metrics(y_true, y_pred, male=None) -> dict:
     return result
 
 
-def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None) -> dict:
+def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None, male=None) -> dict:
     """K-fold cross-validation of a :class:`~boneage_features.Pipeline`.
 
     Features are extracted once (and cached); each fold fits a fresh regressor on the other folds'
@@ -104,6 +104,9 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None) ->
     table : DataFrame, optional
         Precomputed regressor input (from ``pipeline.make_table(X)``), e.g. to compare boosters on
         the same features.
+    male : (n,) array-like of bool, optional
+        Sex of each row, for the folds and the metrics by sex; by default the table's
+        ``clin_sex_male`` column (give it when the table leaves sex out).
 
     Returns
     -------
@@ -118,7 +121,7 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None) ->
         # saw the row, so the test fold's features are as honest as those of unseen images.
         table, _ = clone(pipeline).make_table(X, oof=True)
     extract_s = time.perf_counter() - start
-    male = table[SEX_FEATURE].to_numpy() >= 0.5
+    male = table[SEX_FEATURE].to_numpy() >= 0.5 if male is None else np.asarray(male, dtype=bool)
     folds = make_folds(y.to_numpy(), male, n_splits=n_splits, random_state=random_state)
     predicted = np.empty(len(y))
     per_fold = []

@@ -1,11 +1,12 @@
 """Draw the radiographs for the by-eye check of the landmark detector: 3 per year of bone age (0-19),
 seeded, as a manifest plus 2.5x overlays written by ``boneage-features regions``.
 
-    python scripts/regions_eye_check.py ../shared/data/rsna-bone-age/train.csv -o eye_check/
+    python scripts/regions_eye_check.py ../shared/data/rsna-bone-age/train.csv -o eye_check/ [--seed 1]
 
 Writes ``eye_check/manifest.csv`` (id, image, sex, boneage, sorted by age) and runs the ``regions``
 command on it, so ``eye_check/overlays/<id>.png`` can be looked at one by one. The verdicts of the
-last check are in ``tests/data/regions_eye_check.csv`` (same draw).
+checks are in ``tests/data/regions_eye_check.csv`` (seed 0, detector 3) and
+``tests/data/regions_eye_check_seed1.csv`` (seed 1, a fresh draw for detector 4).
 """
 
 import argparse
@@ -27,8 +28,9 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("manifest", type=Path, help="the RSNA train.csv")
     parser.add_argument("-o", "--output", type=Path, required=True)
+    parser.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0: the first check's)")
     args = parser.parse_args()
-    picked = draw(args.manifest)
+    picked = draw(args.manifest, seed=args.seed)
     args.output.mkdir(parents=True, exist_ok=True)
     images = args.manifest.parent / "train"
     manifest = pd.DataFrame({
