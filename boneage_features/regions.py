@@ -359,7 +359,7 @@ def _tips_from_bones(image: np.ndarray, mask: np.ndarray, contour_tips: list, pa
     the level of the other fingers' proximal phalanges. Across the proximal phalanges (a band of
     rows _BONE_ROWS palm radii above the palm centre, left of the thumb) the four finger bones are
     bright ridges parted by darker soft tissue; each of the four most prominent ridges is followed
-    up its bone to where the hand ends: that finger's tip. Returns the tips ordered like
+    a little way up its bone, then straight on to where the hand ends: that finger's tip. Returns the tips ordered like
     :func:`_tips_and_valleys` (little finger first), or None when four ridges do not show.
     """
     from scipy.ndimage import gaussian_filter1d
@@ -386,13 +386,24 @@ def _tips_from_bones(image: np.ndarray, mask: np.ndarray, contour_tips: list, pa
     row = 0.5 * (y0 + y1)
     tips = []
     for x in peaks:
-        track = _track(image, np.array([float(x), row]), np.array([0.0, -1.0]), length=2.5 * radius,
+        # Follow the bone a little way for its direction, then go straight on to the hand's edge: past
+        # the distal phalanx only soft tissue is left, in which a re-centring track would wander.
+        track = _track(image, np.array([float(x), row]), np.array([0.0, -1.0]), length=0.6 * radius,
                        half_width=0.12 * radius)
         inside = [bool(0 <= p[0] < w and 0 <= p[1] < h and mask[int(p[1]), int(p[0])]) for p in track]
-        last = len(inside) if all(inside) else inside.index(False)
-        if last < 2:
+        track = track[: inside.index(False)] if not all(inside) else track
+        if len(track) < 2:
             return None
-        tips.append(track[last - 1])
+        direction = _unit(track[-1] - track[0]) if len(track) > 5 else np.array([0.0, -1.0])
+        if direction[1] > -0.5:  # not heading up the hand
+            return None
+        point = track[-1]
+        for _ in range(int(3 * radius)):
+            ahead = point + direction
+            if not (0 <= ahead[0] < w and 0 <= ahead[1] < h and mask[int(ahead[1]), int(ahead[0])]):
+                break
+            point = ahead
+        tips.append(point)
     return tips + [thumb]
 
 

@@ -41,8 +41,12 @@ def _limb(image, a, b, half_width, value):
     cv2.line(image, tuple(int(round(v)) for v in a), tuple(int(round(v)) for v in b), value, 2 * half_width)
 
 
-def draw_canonical_hand(*, seed=0, noise=0.02):
-    """(image, mask, truth) of a phantom hand; truth maps landmark names to (x, y)."""
+def draw_canonical_hand(*, seed=0, noise=0.02, touching=False):
+    """(image, mask, truth) of a phantom hand; truth maps landmark names to (x, y).
+
+    ``touching``: fingers 2-5 pressed together, the soft tissue between them filled up to just above the
+    lower fingertip of each pair, so the contour shows no notch between them.
+    """
     image = np.full(SHAPE, BACKGROUND, np.float32)
     x0, x1, y0, y1 = PALM
     # the palm narrows towards the index finger so that the thumb's web sits at its MCP joint
@@ -50,6 +54,12 @@ def draw_canonical_hand(*, seed=0, noise=0.02):
     cv2.fillPoly(image, [palm], SOFT)
     cv2.rectangle(image, (FOREARM[0], y1), (FOREARM[1], SHAPE[0] - 1), SOFT, -1)
     truth = {}
+    if touching:
+        pairs = [(5, 4), (4, 3), (3, 2)]
+        for a, b in pairs:
+            xa, tip_a, soft_a = FINGERS[a][0], FINGERS[a][1], FINGERS[a][5]
+            xb, tip_b, soft_b = FINGERS[b][0], FINGERS[b][1], FINGERS[b][5]
+            cv2.rectangle(image, (xa, max(tip_a, tip_b) - 2), (xb, PALM_TOP + 2), SOFT, -1)
     for finger, (x, tip, dip, pip, mcp, soft, bone) in FINGERS.items():
         cv2.rectangle(image, (x - soft, tip + soft), (x + soft, PALM_TOP + 2), SOFT, -1)
         cv2.circle(image, (x, tip + soft), soft, SOFT, -1)
