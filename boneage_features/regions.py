@@ -246,6 +246,7 @@ _TOUCHING_PROMINENCE = 0.04
 # Where the proximal phalanges cross the hand, in palm radii above the palm centre (fingers held
 # together, _tips_from_bones).
 _BONE_ROWS = (1.3, 1.7)
+_BONE_LEVEL = 0.8
 # Agreement between fingers 2-5 (_choose_consistent): the middle finger's triples scoring within
 # _CLOSE_CALL of its best are each tried as the anchor. Relative to the middle finger, the log ratio of
 # another finger's proximal phalanx (_LENGTH_RATIO) and of its fingertip-to-MCP length (_REACH_RATIO):
@@ -359,8 +360,9 @@ def _tips_from_bones(image: np.ndarray, mask: np.ndarray, contour_tips: list, pa
     the level of the other fingers' proximal phalanges. Across the proximal phalanges (a band of
     rows _BONE_ROWS palm radii above the palm centre, left of the thumb) the four finger bones are
     bright ridges parted by darker soft tissue; each of the four most prominent ridges is followed
-    a little way up its bone, then straight on to where the hand ends: that finger's tip. Returns the tips ordered like
-    :func:`_tips_and_valleys` (little finger first), or None when four ridges do not show.
+    a little way up its bone, then straight on to where the hand ends: that finger's tip. Returns
+    (tips, directions) ordered like :func:`_tips_and_valleys` (little finger first; each direction
+    from the tip down the finger, None for the thumb), or None when four ridges do not show.
     """
     from scipy.ndimage import gaussian_filter1d
     from scipy.signal import find_peaks
@@ -384,14 +386,24 @@ def _tips_from_bones(image: np.ndarray, mask: np.ndarray, contour_tips: list, pa
         return None
     peaks = np.sort(peaks[np.argsort(-props["prominences"])[:4]])
     row = 0.5 * (y0 + y1)
-    tips = []
+    tips, directions = [], []
     for x in peaks:
         # Follow the bone a little way for its direction, then go straight on to the hand's edge: past
         # the distal phalanx only soft tissue is left, in which a re-centring track would wander.
         track = _track(image, np.array([float(x), row]), np.array([0.0, -1.0]), length=0.6 * radius,
                        half_width=0.12 * radius)
-        inside = [bool(0 <= p[0] < w and 0 <= p[1] < h and mask[int(p[1]), int(p[0])]) for p in track]
-        track = track[: inside.index(False)] if not all(inside) else track
+        # Keep the part on the bone: inside the hand, and no longer run than a joint space's below
+        # _BONE_LEVEL of the bone's brightness (the track's upper quartile).
+        level = _sample(image, track)
+        inside = np.array([bool(0 <= p[0] < w and 0 <= p[1] < h and mask[int(p[1]), int(p[0])]) for p in track])
+        dark = (level < _BONE_LEVEL * float(np.percentile(level, 75))) | ~inside
+        run, end = 0, len(track)
+        for i, is_dark in enumerate(dark):
+            run = run + 1 if is_dark else 0
+            if run >= max(4, 0.1 * radius) or not inside[i]:
+                end = i - run + 1
+                break
+        track = track[:end]
         if len(track) < 2:
             return None
         direction = _unit(track[-1] - track[0]) if len(track) > 5 else np.array([0.0, -1.0])
@@ -404,7 +416,8 @@ def _tips_from_bones(image: np.ndarray, mask: np.ndarray, contour_tips: list, pa
                 break
             point = ahead
         tips.append(point)
-    return tips + [thumb]
+        directions.append(-direction)
+    return tips + [thumb], directions + [None]
 
 
 def _sample(image: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -619,20 +632,24 @@ def _tip_flatness(mask: np.ndarray, tip: np.ndarray, direction: np.ndarray, radi
     return near / far if far > 0 else 0.0
 
 
-def _ray(image, hand, tips, valleys, k, palm, radius):
+def _ray(image, hand, tips, valleys, k, palm, radius, known_direction=None):
     """Track one ray (k = 0 for the little finger ... 4 for the thumb) and find its joint candidates.
 
-    ``hand`` is ``image > 0`` as float32.
+    ``hand`` is ``image > 0`` as float32. ``known_direction``: the finger's direction from its tip
+    towards the palm when it is known already (fingers found from their bones).
     """
     tip = tips[k]
     finger = 5 - k
     scale = (_SCALE[finger][0] * radius, _SCALE[finger][1] * radius)
-    # The finger's own direction, from a short first pass (the palm centre can lie well off the axis
-    # of a spread little finger or thumb); the full track is then held near it.
-    first = _track(image, tip, palm - tip, length=0.9 * radius, half_width=0.2 * radius)
-    direction = first[-1] - first[min(5, len(first) - 1)] if len(first) > 8 else palm - tip
-    if np.dot(_unit(direction), _unit(palm - tip)) < 0.3:
-        direction = palm - tip
+    if known_direction is not None:
+        direction = known_direction
+    else:
+        # The finger's own direction, from a short first pass (the palm centre can lie well off the
+        # axis of a spread little finger or thumb); the full track is then held near it.
+        first = _track(image, tip, palm - tip, length=0.9 * radius, half_width=0.2 * radius)
+        direction = first[-1] - first[min(5, len(first) - 1)] if len(first) > 8 else palm - tip
+        if np.dot(_unit(direction), _unit(palm - tip)) < 0.3:
+            direction = palm - tip
     track = _track(image, tip, direction, length=scale[0] + 2.5 * scale[1] + 5, half_width=0.2 * radius)
     profile = _profile(image, track, 0.08 * radius)
     start = _bone_start(profile)
@@ -764,10 +781,11 @@ def _detect(image: np.ndarray, mask: np.ndarray) -> HandRegions:
     diag = {"diagnostics_palm_radius": radius, "diagnostics_fingers_found": float(len(tips)),
             "diagnostics_fingers_from_bone": 0.0, "diagnostics_regions_error": 0.0}
     tips, valleys = [contour[i] for i in tips], [contour[i] for i in valleys]
+    directions = [None] * 5
     if len(tips) < 5:  # fingers pressed together: no notch at all; find them from their bones
         found = _tips_from_bones(image, mask, tips, palm, radius)
         if found is not None:
-            tips, valleys = found, [None] * 4
+            (tips, directions), valleys = found, [None] * 4
             diag["diagnostics_fingers_from_bone"] = 1.0
     landmarks = {"palm": (float(palm[0]), float(palm[1]))}
     if len(tips) != 5:
@@ -783,7 +801,7 @@ def _detect(image: np.ndarray, mask: np.ndarray) -> HandRegions:
     regions, axes, rays = {}, {}, {}
     hand = (image > 0).astype(np.float32)  # where the tips' flatness is measured, once for all rays
     for k in range(5):
-        ray = _ray(image, hand, tips, valleys, k, palm, radius)
+        ray = _ray(image, hand, tips, valleys, k, palm, radius, known_direction=directions[k])
         if ray is not None:
             rays[5 - k] = ray
     _choose_consistent(rays)

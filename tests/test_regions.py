@@ -89,6 +89,21 @@ def test_fingertips_cut_off_by_the_film_edge_leave_the_rest():
     assert found.ok  # a region off the film is not required
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fingers_pressed_together_are_found_from_their_bones(seed):
+    """No notch parts the fingertips on the contour: the finger bones still place fingers 2-4 and the thumb."""
+    image, mask, truth = draw_canonical_hand(seed=seed, touching=True)
+    found = detect_regions(image, mask)
+    assert found.diagnostics["diagnostics_fingers_found"] < 5  # the contour alone does not find them
+    assert found.diagnostics["diagnostics_fingers_from_bone"] == 1.0
+    joints = [f"{j}{f}" for f in (2, 3, 4) for j in ("dip", "pip", "mcp")] + ["ip1", "mcp1", "cmc1"]
+    errors = {name: _error(found, truth, name) for name in joints}
+    assert max(errors.values()) <= 4.0, errors
+    # The little finger's tip sinks into the filled-in web on this phantom, so its distal phalanx may
+    # be taken as cut off; its MCP joint must still be on its own ray.
+    assert abs(found.landmarks["mcp5"][0] - truth["mcp5"][0]) <= 4.0
+
+
 def _two_hands():
     image, mask, _ = draw_canonical_hand()
     small = cv2.resize(image, (160, 192))
@@ -181,7 +196,8 @@ def _detect_file(path):
 
 
 def test_detection_rate_on_real_radiographs(data_dir):
-    """A floor under the share of hands whose regions all pass the checks (measured: 74% on 600)."""
+    """A floor under the share of hands whose regions all pass the checks (detector 4: 86% of these 120,
+    84% of 1,500 others)."""
     table = pd.read_csv(data_dir / "train.csv").sample(120, random_state=7)
     ok = fingers = 0
     for image_id in table["id"]:
@@ -190,7 +206,7 @@ def test_detection_rate_on_real_radiographs(data_dir):
         ok += found.ok
         fingers += found.diagnostics["diagnostics_fingers_found"] == 5
     assert fingers / len(table) >= 0.88
-    assert ok / len(table) >= 0.62
+    assert ok / len(table) >= 0.78
 
 
 def test_originals_and_their_small_copies_give_the_same_landmarks(data_dir):
