@@ -225,21 +225,9 @@ def test_originals_and_their_small_copies_give_the_same_landmarks(data_dir):
     assert agree / len(originals) >= 0.85, f"{agree} of {len(originals)}"
 
 
-def test_hands_checked_by_eye_keep_their_landmarks(data_dir):
-    """The 60 radiographs looked at one by one (3 per year of bone age, seeded): the 36 judged right keep
-    every landmark that places a region within 3% of the hand's height of where it was when they were
-    checked. The joints of the index and ring fingers place no region and were not judged. Detector 4
-    moved three little-finger joints (5160 mcp5, 13654 mcp5, 12593 pip5) by about 3%; looked at again,
-    the new places are as right as the old, and the golden file holds the new ones."""
-    from pathlib import Path
-
-    here = Path(__file__).parent / "data"
-    verdicts = pd.read_csv(here / "regions_eye_check.csv")
-    golden = pd.read_csv(here / "regions_golden.csv")
-    assert len(verdicts) == 60 and set(verdicts["verdict"]) == {"right", "wrong"}
-    assert verdicts.groupby(verdicts["boneage"] // 12).size().max() <= 3
-    right = verdicts.loc[verdicts["verdict"] == "right", "id"]
-    assert set(golden["id"]) == set(right)
+def _moved_landmarks(data_dir, golden: pd.DataFrame) -> list:
+    """Landmarks of ``golden`` (id, landmark, x, y) that a hand lost or moved by more than 3% of its height;
+    the joints of the index and ring fingers place no region and were not judged, so they are skipped."""
     moved = []
     for image_id, expected in golden.groupby("id"):
         hand, found = _detect_file(data_dir / "train" / f"{image_id}.jpg")
@@ -250,6 +238,36 @@ def test_hands_checked_by_eye_keep_their_landmarks(data_dir):
                 continue
             if name not in found.landmarks or np.hypot(*np.subtract(found.landmarks[name], (x, y))) > tolerance:
                 moved.append(f"{image_id}:{name}")
+    return moved
+
+
+def test_hands_checked_by_eye_keep_their_landmarks(data_dir):
+    """Two draws of 60 radiographs (3 per year of bone age; seeds 0 and 1) were looked at one by one.
+
+    Seed 0 was first checked with detector 3 and 36 hands judged right (``verdict``); the landmarks of
+    those 36 are the regression reference of regions_golden.csv. Detector 4 moved three little-finger
+    joints there (5160 mcp5, 13654 mcp5, 12593 pip5) by about 3%; looked at again, as right as before,
+    and the file holds the new places. A stricter second look at seed 0 with detector 4
+    (``verdict_d4``) and a fresh draw (seed 1) found far fewer hands right (6 and 5 of 60): most
+    misses are fingertips cut off by the hand mask (``clipped_only``: the only fault) and the first
+    metacarpal's box on the carpus. The hands right in that look keep their landmarks too
+    (regions_golden_seed1.csv for seed 1).
+    """
+    from pathlib import Path
+
+    here = Path(__file__).parent / "data"
+    first = pd.read_csv(here / "regions_eye_check.csv")
+    fresh = pd.read_csv(here / "regions_eye_check_seed1.csv")
+    for verdicts in (first, fresh):
+        assert len(verdicts) == 60
+        assert verdicts.groupby(verdicts["boneage"] // 12).size().max() <= 3
+    assert set(first["verdict"]) | set(first["verdict_d4"]) | set(fresh["verdict"]) == {"right", "wrong"}
+    golden = pd.read_csv(here / "regions_golden.csv")
+    golden_fresh = pd.read_csv(here / "regions_golden_seed1.csv")
+    assert set(golden["id"]) == set(first.loc[first["verdict"] == "right", "id"])
+    assert set(first.loc[first["verdict_d4"] == "right", "id"]) <= set(golden["id"])
+    assert set(golden_fresh["id"]) == set(fresh.loc[fresh["verdict"] == "right", "id"])
+    moved = _moved_landmarks(data_dir, pd.concat([golden, golden_fresh]))
     assert not moved, f"landmarks lost or moved: {moved}"
 
 
