@@ -23,6 +23,8 @@ GROUPINGS = ("region", "family", "source")
 #: Source of each feature family for ``by="source"``; the ``clin`` region is "clinical" whatever its family.
 FAMILY_SOURCES = {"hog": "handcrafted", "lbp": "handcrafted", "intensity": "handcrafted", "cnn": "cnn"}
 _CLINICAL_REGION = "clin"
+#: Region of the CNN's features when grouping by region.
+CNN_REGION = "cnn"
 _DIAGNOSTICS = "diagnostics"
 
 
@@ -104,7 +106,9 @@ def _group_of(name: str, by: str) -> str:
         raise ValueError(f"feature name {name!r} does not follow <region>_<family>_<component>")
     region, family, _ = parts
     if by == "region":
-        return region
+        # The CNN sees the whole hand, but it is another source than the whole-hand descriptors:
+        # a reader asking "which bones?" wants the two apart.
+        return CNN_REGION if family == "cnn" else region
     if by == "family":
         return family
     if region == _CLINICAL_REGION:
@@ -122,7 +126,8 @@ def feature_groups(names, by: str) -> dict:
     names : iterable of str
         Feature names ``<region>_<family>_<component>`` (``base_value`` is not a feature).
     by : {"region", "family", "source"}
-        "region": the first part (``whole``, ``pp3``, ``carpal``, ``clin``, ...); "family": the second
+        "region": the first part (``whole``, ``pp3``, ``carpal``, ``clin``, ...), except that the CNN's
+        features (family ``cnn``, e.g. ``whole_cnn_age``) form a region ``cnn`` of their own; "family": the second
         (``hog``, ``lbp``, ``intensity``, ``cnn``, ``sex``); "source": "handcrafted" (HOG, LBP,
         intensity), "cnn" or "clinical" (``clin_*``).
 

@@ -37,8 +37,6 @@ OLDER, YOUNGER = "#c0392b", "#2e6fb5"
 CMAP = "RdBu_r"
 #: Readable names of the groups that are not bone regions.
 GROUP_LABELS = {"whole": "whole hand", "clin": "sex", "cnn": "CNN age", BASE_VALUE: "base value"}
-#: Group of the CNN's features in :func:`region_view`, apart from the whole-hand descriptors.
-CNN_GROUP = "cnn"
 _SEX_COLOURS = {"F": "#d1799c", "M": "#4a8c8c"}
 _HEATMAP_WIDTH = 3.6  # inches of radiograph
 _LABELLED_LEFT = ("dp5", "mp5", "pp5", "mc5", "ulna")
@@ -82,28 +80,12 @@ def _check_by(by, allowed: tuple) -> None:
 
 
 def region_view(contrib: pd.DataFrame) -> pd.DataFrame:
-    """Contributions by bone region, with the CNN's features as a group of their own.
+    """Contributions by bone region (the CNN's features as their own group ``cnn``), then ``base_value``.
 
-    Parameters
-    ----------
-    contrib : DataFrame
-        :meth:`~boneage_features.Pipeline.explain` (or :func:`explain_batch`) of some images.
-
-    Returns
-    -------
-    DataFrame
-        Indexed like ``contrib``: months per region (``whole``, ``dp1`` ... ``carpal``, ``clin``),
-        ``cnn`` for the CNN's features (which :func:`~boneage_features.group_contributions` counts
-        in ``whole``), then ``base_value``; each row sums to the prediction.
+    The same as :func:`~boneage_features.group_contributions` with ``by="region"``; each row sums to
+    the prediction.
     """
-    features = contrib.drop(columns=BASE_VALUE).astype(float)
-    regions = feature_groups(features.columns, "region")
-    families = feature_groups(features.columns, "family")
-    keys = pd.Series({name: CNN_GROUP if families[name] == "cnn" else regions[name] for name in features.columns})
-    grouped = features.T.groupby(keys, sort=False).sum().T
-    grouped.columns.name = None
-    grouped[BASE_VALUE] = contrib[BASE_VALUE].astype(float)
-    return grouped
+    return group_contributions(contrib, by="region")
 
 
 def group_row(contrib_row, by: str = "region") -> pd.Series:
@@ -115,8 +97,7 @@ def group_row(contrib_row, by: str = "region") -> pd.Series:
         A row of :meth:`~boneage_features.Pipeline.explain` (feature columns and ``base_value``), or
         one already grouped (its names are then kept as they are).
     by : {"region", "family", "source"}, default="region"
-        "region" as :func:`region_view` (the CNN apart), the others as
-        :func:`~boneage_features.group_contributions`.
+        As :func:`~boneage_features.group_contributions`.
 
     Returns
     -------
@@ -127,7 +108,7 @@ def group_row(contrib_row, by: str = "region") -> pd.Series:
     if all("_" not in name for name in row.index.drop(BASE_VALUE)):  # grouped already
         return row
     table = row.to_frame().T
-    grouped = region_view(table) if by == "region" else group_contributions(table, by=by)
+    grouped = group_contributions(table, by=by)
     return grouped.iloc[0].astype(float)
 
 
@@ -139,8 +120,8 @@ def plot_importance(contrib: pd.DataFrame, *, by: str | None = "region", top: in
     contrib : DataFrame
         :meth:`~boneage_features.Pipeline.explain` of some images (one row each, ``base_value`` last).
     by : {"region", "family", "source"} or None, default="region"
-        Group the features before averaging (by region as :func:`region_view`: the CNN's features
-        apart from the whole hand's); None ranks single features.
+        Group the features before averaging (:func:`~boneage_features.group_contributions`); None
+        ranks single features.
     top : int, default=20
         Bars shown, largest first; the others are left out (the title says how many there were).
     ax : matplotlib Axes, optional
@@ -152,10 +133,7 @@ def plot_importance(contrib: pd.DataFrame, *, by: str | None = "region", top: in
     _check_by(by, ("region", "family", "source", None))
     if top < 1:
         raise ValueError(f"top must be at least 1; got {top!r}")
-    if by == "region":
-        importance = global_importance(region_view(contrib))
-    else:
-        importance = global_importance(contrib, by=by)
+    importance = global_importance(contrib, by=by)
     shown = importance.iloc[:top]
     figure, ax = _axes(ax, (5.2, 1.1 + 0.2 * max(len(shown), 3)))
     positions = np.arange(len(shown))
@@ -253,7 +231,8 @@ def plot_region_heatmap(image: np.ndarray, regions, region_contrib, *, labels: b
     regions : HandRegions
         What :func:`~boneage_features.regions.detect_regions` found in ``image``.
     region_contrib : Series or dict of str to float
-        Months per group, as :func:`group_row` by region gives them. Bone regions
+        Months per region, as :func:`group_row` by region gives them (one row of
+        :meth:`~boneage_features.Pipeline.explain`, per feature, is grouped here). Bone regions
         (:data:`~boneage_features.regions.REGION_NAMES`) are painted where they were found; the
         others (``whole``, ``cnn``, ``clin``, ...) are written below the title; ``base_value`` is left
         out.
@@ -275,7 +254,10 @@ def plot_region_heatmap(image: np.ndarray, regions, region_contrib, *, labels: b
     image = np.asarray(image)
     if image.ndim != 2:
         raise ValueError(f"image must be a 2-D canonical view; got shape {image.shape}")
-    values = pd.Series(dict(region_contrib), dtype=float).drop(BASE_VALUE, errors="ignore")
+    values = pd.Series(dict(region_contrib), dtype=float)
+    if any("_" in name for name in values.index.drop(BASE_VALUE, errors="ignore")):  # per feature: group
+        values = group_contributions(values.to_frame().T, by="region").iloc[0]
+    values = values.drop(BASE_VALUE, errors="ignore")
     painted = {
         name: float(values[name])
         for name, region in regions.regions.items()

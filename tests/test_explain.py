@@ -120,7 +120,8 @@ def test_contributions_input_checks():
 def test_feature_groups_parse_every_kind_of_name():
     names = [*NAMES, SEX_FEATURE, "mc5_hog_0001", "ulna_intensity_p90"]
     assert feature_groups(names, "region") == {
-        **dict.fromkeys(["whole_hog_0042", "whole_lbp_g03r2u07", "whole_intensity_p50", "whole_cnn_0000", BASE], "whole"),
+        **dict.fromkeys(["whole_hog_0042", "whole_lbp_g03r2u07", "whole_intensity_p50"], "whole"),
+        **dict.fromkeys(["whole_cnn_0000", BASE], "cnn"),
         "pp3_hog_0042": "pp3",
         "carpal_lbp_r2u07": "carpal",
         "radius_intensity_g01mean": "radius",

@@ -58,7 +58,7 @@ def _bars(ax):
     return [p for p in ax.patches if isinstance(p, Rectangle)]
 
 
-def test_region_view_sets_the_cnn_apart():
+def test_region_view_sets_the_cnn_apart_like_group_contributions():
     contrib = pd.DataFrame(
         {"whole_hog_0001": [1.0], "whole_cnn_age": [-5.0], "pp3_lbp_r2u07": [2.0], "clin_sex_male": [0.5],
          "base_value": [100.0]},
@@ -67,6 +67,7 @@ def test_region_view_sets_the_cnn_apart():
     view = figures.region_view(contrib)
     assert view.loc["a"].to_dict() == {"whole": 1.0, "cnn": -5.0, "pp3": 2.0, "clin": 0.5, "base_value": 100.0}
     assert view.sum(axis=1).iloc[0] == pytest.approx(contrib.sum(axis=1).iloc[0])
+    pd.testing.assert_frame_equal(view, bf.group_contributions(contrib, by="region"))
 
 
 @pytest.mark.parametrize("by, expected", [("region", 17), ("family", 5), (None, 20)])
@@ -179,6 +180,16 @@ def test_region_heatmap_leaves_missing_regions_unpainted():
     assert len(_painted(plain.axes[0])) == 1
     with pytest.raises(ValueError, match="2-D"):
         bf.plot_region_heatmap(np.zeros((4, 4, 3)), _regions(), values)
+
+
+def test_region_heatmap_groups_a_per_feature_row_itself():
+    image = draw_hand()
+    row = _contrib().iloc[0]
+    grouped = bf.plot_region_heatmap(image, _regions(), figures.group_row(row, "region"))
+    ungrouped = bf.plot_region_heatmap(image, _regions(), row)
+    colours = [p.get_facecolor() for p in _painted(grouped.axes[0])]
+    assert colours and colours == [p.get_facecolor() for p in _painted(ungrouped.axes[0])]
+    assert grouped.axes[0].get_title() == ungrouped.axes[0].get_title()
 
 
 def test_figures_draw_into_given_axes():
