@@ -4,7 +4,7 @@ The table is extracted once (cached) with every descriptor; each variant keeps i
 child's sex) and runs the same folds as ``boneage-features evaluate``. Writes
 ``artifacts/cv/lightgbm_{whole,regions,both}.json`` and prints the three reports.
 
-    python scripts/regions_cv.py ../shared/data/rsna-bone-age/train.csv [--limit N]
+    python scripts/regions_cv.py ../shared/data/rsna-bone-age/train.csv [--limit N] [--variants regions both]
 """
 
 import argparse
@@ -24,6 +24,8 @@ def main():
     parser.add_argument("--limit", type=int, help="first N rows only (a quick check)")
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--out", default="artifacts/cv", help="folder of the JSON results")
+    parser.add_argument("--variants", nargs="+", choices=("whole", "regions", "both"), default=("whole", "regions", "both"),
+                        help="which to run (whole-hand features do not depend on the landmark detector)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     X, y = bf.read_manifest(args.manifest)
@@ -40,7 +42,8 @@ def main():
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    for name, columns in variants.items():
+    for name in args.variants:
+        columns = variants[name]
         result = cross_validate(pipeline, X, y, table=table[columns])
         result.pop("predictions")
         result["config"]["features"] = name
