@@ -57,6 +57,11 @@ def _male(X: pd.DataFrame) -> np.ndarray:
     return male
 
 
+def _as_age(months: np.ndarray) -> np.ndarray:
+    """The regressor's output as an age: a newborn's hand can come out a little below 0 months."""
+    return np.maximum(months, 0.0)
+
+
 def _check_X(X):
     if not isinstance(X, pd.DataFrame):
         raise TypeError(f"X must be a pandas DataFrame with 'image' and 'sex' columns; got {type(X).__name__}")
@@ -186,10 +191,14 @@ class Pipeline(RegressorMixin, BaseEstimator):
         return self
 
     def predict(self, X) -> np.ndarray:
-        """Bone age in months for every row of ``X``; raises on the first unreadable image."""
+        """Bone age in months for every row of ``X``; raises on the first unreadable image.
+
+        The regressor's output, floored at 0 months (boosting can land a newborn's hand a little
+        below 0; :meth:`explain` splits the unfloored output).
+        """
         check_is_fitted(self, "regressor_")
         table, _ = self.make_table(X)
-        return self.regressor_.predict(table)
+        return _as_age(self.regressor_.predict(table))
 
     def explain(self, X) -> pd.DataFrame:
         """Contribution of every feature to the predicted age of every row of ``X``, in months.
@@ -203,7 +212,8 @@ class Pipeline(RegressorMixin, BaseEstimator):
         -------
         DataFrame
             Indexed like ``X``: one column per feature of :attr:`feature_names_` (TreeSHAP values of
-            the booster), then ``base_value``; each row sums to :meth:`predict`. Sum them by bone region,
+            the booster), then ``base_value``; each row sums to :meth:`predict` (before its floor at 0
+            months, which only a newborn's hand can reach). Sum them by bone region,
             descriptor family or source with :func:`boneage_features.group_contributions`.
         """
         check_is_fitted(self, "regressor_")
@@ -225,7 +235,7 @@ class Pipeline(RegressorMixin, BaseEstimator):
         table, failed = self.make_table(usable, errors="record")
         out = pd.DataFrame({"boneage_months": np.nan, "status": "error", "error": ""}, index=X.index)
         if len(table):
-            out.loc[table.index, "boneage_months"] = self.regressor_.predict(table)
+            out.loc[table.index, "boneage_months"] = _as_age(self.regressor_.predict(table))
             out.loc[table.index, "status"] = "ok"
         for row, message in {**upstream, **failed.to_dict()}.items():
             out.loc[row, "error"] = message

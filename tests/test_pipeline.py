@@ -126,3 +126,14 @@ def test_real_radiographs_end_to_end(tmp_path, real_subset):
     assert mae < 0.8 * baseline, (mae, baseline)
     model.save(tmp_path / "real.joblib")
     np.testing.assert_array_equal(bf.load_model(tmp_path / "real.joblib").predict(X.loc[test]), predicted)
+
+
+def test_an_age_below_zero_is_floored_and_explain_splits_the_raw_output(tmp_path, synthetic):
+    X, y = synthetic
+    # ages near 0 months: the booster's output for the youngest hands can fall below 0
+    model = _pipeline(tmp_path).fit(X, np.asarray(y) - float(np.max(y)) / 2)
+    raw = model.regressor_.predict(model.make_table(X)[0])
+    assert (raw < 0).any() and (raw > 0).any()
+    np.testing.assert_allclose(model.predict(X), np.maximum(raw, 0.0))
+    np.testing.assert_allclose(model.predict_batch(X)["boneage_months"], np.maximum(raw, 0.0))
+    np.testing.assert_allclose(model.explain(X).sum(axis=1), raw, rtol=1e-6, atol=1e-6)
