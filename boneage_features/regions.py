@@ -367,14 +367,12 @@ def _tips_from_bones(image: np.ndarray, mask: np.ndarray, contour_tips: list, pa
     from scipy.ndimage import gaussian_filter1d
     from scipy.signal import find_peaks
 
-    h, w = mask.shape
-    lower = palm[1] - _BONE_ROWS[0] * radius
     thumbs = [t for t in contour_tips if t[1] > palm[1] - _BONE_ROWS[1] * radius and t[0] > palm[0]]
     if not thumbs:
         return None
     thumb = max(thumbs, key=lambda t: t[0])
-    y0, y1 = int(palm[1] - _BONE_ROWS[1] * radius), int(lower)
-    x1 = int(min(w, thumb[0] - 0.3 * radius))
+    y0, y1 = int(palm[1] - _BONE_ROWS[1] * radius), int(palm[1] - _BONE_ROWS[0] * radius)
+    x1 = int(min(mask.shape[1], thumb[0] - 0.3 * radius))
     if y0 < 0 or y1 <= y0 or x1 < 10:
         return None
     band = image[y0:y1, :x1]
@@ -395,7 +393,7 @@ def _tips_from_bones(image: np.ndarray, mask: np.ndarray, contour_tips: list, pa
         # Keep the part on the bone: inside the hand, and no longer run than a joint space's below
         # _BONE_LEVEL of the bone's brightness (the track's upper quartile).
         level = _sample(image, track)
-        inside = np.array([bool(0 <= p[0] < w and 0 <= p[1] < h and mask[int(p[1]), int(p[0])]) for p in track])
+        inside = np.array([_on_mask(mask, p) for p in track])
         dark = (level < _BONE_LEVEL * float(np.percentile(level, 75))) | ~inside
         run, end = 0, len(track)
         for i, is_dark in enumerate(dark):
@@ -412,12 +410,18 @@ def _tips_from_bones(image: np.ndarray, mask: np.ndarray, contour_tips: list, pa
         point = track[-1]
         for _ in range(int(3 * radius)):
             ahead = point + direction
-            if not (0 <= ahead[0] < w and 0 <= ahead[1] < h and mask[int(ahead[1]), int(ahead[0])]):
+            if not _on_mask(mask, ahead):
                 break
             point = ahead
         tips.append(point)
         directions.append(-direction)
     return tips + [thumb], directions + [None]
+
+
+def _on_mask(mask: np.ndarray, point: np.ndarray) -> bool:
+    """Whether the (x, y) ``point`` lies on the image and inside the boolean ``mask``."""
+    h, w = mask.shape
+    return bool(0 <= point[0] < w and 0 <= point[1] < h and mask[int(point[1]), int(point[0])])
 
 
 def _sample(image: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -918,8 +922,7 @@ def _wrist(mask: np.ndarray, mask_f: np.ndarray, ray3: dict, landmarks: dict) ->
         base_s = 1.3 * length
     base = mcp + base_s * u
     v = u
-    past = base + 0.75 * length * u
-    if not (0 <= past[0] < mask.shape[1] and 0 <= past[1] < mask.shape[0] and mask[int(past[1]), int(past[0])]):
+    if not _on_mask(mask, base + 0.75 * length * u):
         # The middle finger's line leaves the hand before the wrist: the wrist is bent sideways.
         bent = _forearm_direction(mask, base, 2.5 * length)
         if bent is not None and np.dot(bent, u) >= 0.5:
@@ -928,15 +931,9 @@ def _wrist(mask: np.ndarray, mask_f: np.ndarray, ray3: dict, landmarks: dict) ->
     if normal[0] < 0:  # towards the image's right: the thumb side of a canonical hand
         normal = -normal
     carpal_s, wrist_s = 0.3 * length, 0.75 * length
-    h, w = mask.shape
-
-    def on_hand(step):
-        point = base + step * v
-        return 0 <= point[0] < w and 0 <= point[1] < h and bool(mask[int(point[1]), int(point[0])])
-
-    while wrist_s > carpal_s and not on_hand(wrist_s):  # a short crop: pull back onto the hand
+    while wrist_s > carpal_s and not _on_mask(mask, base + wrist_s * v):  # a short crop: pull back onto the hand
         wrist_s -= 1.0
-    if not on_hand(carpal_s) or not on_hand(wrist_s):
+    if not _on_mask(mask, base + carpal_s * v) or not _on_mask(mask, base + wrist_s * v):
         return {}
     level = base + wrist_s * v
     ulnar, radial = _extent(mask_f, level, normal, 3.0 * length)
