@@ -226,20 +226,23 @@ class Pipeline(RegressorMixin, BaseEstimator):
         Returns a DataFrame indexed like ``X`` with ``boneage_months`` (NaN where the row failed),
         ``status`` ("ok" or "error") and ``error`` (the reason, naming the file, or "").
         """
+        table, errors = self.scorable_table(X)
+        months = pd.Series(_as_age(self.regressor_.predict(table)) if len(table) else [], index=table.index)
+        return batch_outcome(X.index, months, errors)
+
+    def scorable_table(self, X) -> tuple[pd.DataFrame, dict]:
+        """Regressor input of the rows of ``X`` that can be scored, and the error of each row that cannot.
+
+        Rows a manifest reader already marked bad (a non-empty ``error`` column) are not read again.
+        Behind :meth:`predict_batch` and :func:`boneage_features.report.explain_batch`.
+        """
         check_is_fitted(self, "regressor_")
         _check_X(X)
         upstream = {}
         if "error" in X.columns:  # rows a manifest reader already found bad
             upstream = {row: str(msg) for row, msg in X["error"].items() if isinstance(msg, str) and msg}
-        usable = X.drop(index=list(upstream))
-        table, failed = self.make_table(usable, errors="record")
-        out = pd.DataFrame({"boneage_months": np.nan, "status": "error", "error": ""}, index=X.index)
-        if len(table):
-            out.loc[table.index, "boneage_months"] = _as_age(self.regressor_.predict(table))
-            out.loc[table.index, "status"] = "ok"
-        for row, message in {**upstream, **failed.to_dict()}.items():
-            out.loc[row, "error"] = message
-        return out
+        table, failed = self.make_table(X.drop(index=list(upstream)), errors="record")
+        return table, {**upstream, **failed.to_dict()}
 
     def save(self, path) -> Path:
         """Write the fitted model to ``path`` (joblib), atomically; returns the path."""
@@ -252,6 +255,17 @@ class Pipeline(RegressorMixin, BaseEstimator):
             "model": self,
         }
         return write_atomic(path, lambda tmp: joblib.dump(payload, tmp, compress=3))
+
+
+def batch_outcome(index, months: pd.Series, errors: dict) -> pd.DataFrame:
+    """Per-row outcome of a batch: ``boneage_months`` (NaN where the row failed), ``status`` ("ok" or
+    "error") and ``error`` (the reason, or ""), indexed by ``index``."""
+    out = pd.DataFrame({"boneage_months": np.nan, "status": "error", "error": ""}, index=index)
+    out.loc[months.index, "boneage_months"] = months.to_numpy(dtype=float)
+    out.loc[months.index, "status"] = "ok"
+    for row, message in errors.items():
+        out.loc[row, "error"] = message
+    return out
 
 
 def artifacts_dir() -> Path:

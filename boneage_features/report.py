@@ -22,12 +22,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.utils.validation import check_is_fitted
 
 from . import figures
 from .evaluate import AGE_BANDS, mae_by_band_and_sex, regression_metrics
 from .explain import BASE_VALUE, contributions
 from .io import parse_sex, read_image, write_atomic
+from .pipeline import batch_outcome
 from .preprocess import preprocess_hand
 from .regions import REGION_NAMES, detect_regions
 
@@ -79,26 +79,19 @@ def explain_batch(model, X: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     -------
     contrib : DataFrame
         One row per row that was scored (indexed like ``X``): one column per model feature, in months,
-        then ``base_value``; each row sums to the prediction.
+        then ``base_value``; each row sums to the prediction (before :meth:`Pipeline.predict`'s floor
+        at 0 months).
     outcome : DataFrame
         Indexed like ``X``, as :meth:`~boneage_features.Pipeline.predict_batch` returns it:
-        ``boneage_months`` (NaN where the row failed), ``status`` ("ok" or "error") and ``error``.
+        ``boneage_months`` (the row sums of ``contrib``; NaN where the row failed), ``status`` ("ok" or
+        "error") and ``error``.
     """
-    check_is_fitted(model, "regressor_")
-    upstream = {}
-    if "error" in X.columns:
-        upstream = {row: str(msg) for row, msg in X["error"].items() if isinstance(msg, str) and msg}
-    table, failed = model.make_table(X.drop(index=list(upstream)), errors="record")
+    table, errors = model.scorable_table(X)
     if len(table):
         contrib = contributions(model.regressor_, table)
     else:
         contrib = pd.DataFrame(columns=[*model.feature_names_, BASE_VALUE], index=table.index, dtype=float)
-    outcome = pd.DataFrame({"boneage_months": np.nan, "status": "error", "error": ""}, index=X.index)
-    outcome.loc[contrib.index, "boneage_months"] = contrib.sum(axis=1)
-    outcome.loc[contrib.index, "status"] = "ok"
-    for row, message in {**upstream, **failed.to_dict()}.items():
-        outcome.loc[row, "error"] = message
-    return contrib, outcome
+    return contrib, batch_outcome(X.index, contrib.sum(axis=1), errors)
 
 
 def _png(figure, alt: str) -> str:
