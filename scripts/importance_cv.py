@@ -11,7 +11,6 @@ Writes ``artifacts/cv/importance.json`` and prints Markdown tables for the READM
     python scripts/importance_cv.py ../shared/data/rsna-bone-age/train.csv [--limit N] [--no-cnn]
 """
 
-import argparse
 import json
 import logging
 from pathlib import Path
@@ -19,11 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import _cv_setup
 import boneage_features as bf
 from boneage_features.evaluate import make_folds
 from boneage_features.explain import contributions
 from boneage_features.model import SEX_FEATURE
-from boneage_features.regions import REGION_NAMES
 
 
 def out_of_fold_contributions(pipeline, table: pd.DataFrame, y: np.ndarray, folds: np.ndarray) -> pd.DataFrame:
@@ -44,18 +43,11 @@ def markdown(series: pd.Series, title: str) -> str:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("manifest")
-    parser.add_argument("--limit", type=int, help="first N rows only (a quick check)")
+    parser = _cv_setup.parser(__doc__)
     parser.add_argument("--no-cnn", action="store_true", help="handcrafted features only")
-    parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("-o", "--output", default="artifacts/cv/importance.json")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    X, y = bf.read_manifest(args.manifest)
-    if args.limit:
-        X, y = X.iloc[: args.limit], y.iloc[: args.limit]
-    extractor = bf.FeatureExtractor(regions=REGION_NAMES, n_jobs=args.n_jobs, progress=True)
+    X, y, extractor = _cv_setup.load(args)
     models = {"handcrafted": bf.Pipeline(extractor=extractor, n_jobs=args.n_jobs)}
     if not args.no_cnn:
         from boneage_features.embed import CNNEmbedder

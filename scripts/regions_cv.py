@@ -7,11 +7,10 @@ child's sex) and runs the same folds as ``boneage-features evaluate``. Writes
     python scripts/regions_cv.py ../shared/data/rsna-bone-age/train.csv [--limit N] [--variants regions both]
 """
 
-import argparse
 import json
-import logging
 from pathlib import Path
 
+import _cv_setup
 import boneage_features as bf
 from boneage_features.evaluate import cross_validate, format_report
 from boneage_features.model import SEX_FEATURE
@@ -19,19 +18,12 @@ from boneage_features.regions import REGION_NAMES
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("manifest")
-    parser.add_argument("--limit", type=int, help="first N rows only (a quick check)")
-    parser.add_argument("--n-jobs", type=int, default=2)
+    parser = _cv_setup.parser(__doc__)
     parser.add_argument("--out", default="artifacts/cv", help="folder of the JSON results")
     parser.add_argument("--variants", nargs="+", choices=("whole", "regions", "both"), default=("whole", "regions", "both"),
                         help="which to run (whole-hand features do not depend on the landmark detector)")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    X, y = bf.read_manifest(args.manifest)
-    if args.limit:
-        X, y = X.iloc[: args.limit], y.iloc[: args.limit]
-    extractor = bf.FeatureExtractor(regions=REGION_NAMES, n_jobs=args.n_jobs, progress=True)
+    X, y, extractor = _cv_setup.load(args)
     pipeline = bf.Pipeline(extractor=extractor, n_jobs=args.n_jobs)
     table, _ = pipeline.make_table(X)
     regional = tuple(f"{name}_" for name in REGION_NAMES)

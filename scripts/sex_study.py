@@ -11,17 +11,15 @@ Writes ``artifacts/cv/sex_study.json`` and prints a Markdown table for the READM
     python scripts/sex_study.py ../shared/data/rsna-bone-age/train.csv [--limit N]
 """
 
-import argparse
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
 
+import _cv_setup
 import boneage_features as bf
 from boneage_features.evaluate import AGE_BANDS, age_band, cross_validate, make_folds
 from boneage_features.model import SEX_FEATURE
-from boneage_features.regions import REGION_NAMES
 
 VARIANTS = {
     "sex as a feature": dict(sex_mode="feature", drop_sex=False),
@@ -54,17 +52,10 @@ def sex_from_image(table, y, male, folds, n_jobs) -> dict:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("manifest")
-    parser.add_argument("--limit", type=int, help="first N rows only (a quick check)")
-    parser.add_argument("--n-jobs", type=int, default=2)
+    parser = _cv_setup.parser(__doc__)
     parser.add_argument("-o", "--output", default="artifacts/cv/sex_study.json")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    X, y = bf.read_manifest(args.manifest)
-    if args.limit:
-        X, y = X.iloc[: args.limit], y.iloc[: args.limit]
-    extractor = bf.FeatureExtractor(regions=REGION_NAMES, n_jobs=args.n_jobs, progress=True)
+    X, y, extractor = _cv_setup.load(args)
     table, _ = bf.Pipeline(extractor=extractor, n_jobs=args.n_jobs).make_table(X)
     male = table[SEX_FEATURE].to_numpy() >= 0.5
     results = {}
