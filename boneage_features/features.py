@@ -119,7 +119,12 @@ def _describe_one(ref, config: dict, cache_dir: str | None):
                 except Exception as exc:  # a torn or foreign file: recompute and overwrite it
                     logger.warning("ignoring unreadable cache file %s: %s", cache_file, exc)
         image = read_image(ref)
-        hand = preprocess_hand(image, size=tuple(config["size"]), clahe_clip=config["clahe_clip"])
+        hand = preprocess_hand(
+            image,
+            size=tuple(config["size"]),
+            clahe_clip=config["clahe_clip"],
+            faint_tissue=config.get("faint_tissue", False),
+        )
         parts = []
         for family in config["families"]:
             _, values = DESCRIPTORS[family].describe(hand.image, hand.mask, **config["params"][family])
@@ -194,6 +199,11 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         (height, width) of the canonical preprocessed hand.
     clahe_clip : float, default=2.0
         CLAHE clip limit of the preprocessing.
+    faint_tissue : bool, default=True
+        Grow the hand mask into soft tissue fainter than its threshold (thin fingertips), judged
+        against the local background (see :func:`boneage_features.preprocess.segment_hand`). False
+        gives the mask of earlier versions, which often cuts fingertips off; a model saved before
+        this parameter existed keeps False.
     families : tuple of str, default=("hog", "lbp", "intensity")
         Descriptor families computed over the whole hand, from
         :data:`boneage_features.descriptors.DESCRIPTORS`; may be empty when ``regions`` is not.
@@ -241,6 +251,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         *,
         size=(384, 320),
         clahe_clip=2.0,
+        faint_tissue=True,
         families=("hog", "lbp", "intensity"),
         hog_size=(192, 160),
         hog_cell=16,
@@ -262,6 +273,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     ):
         self.size = size
         self.clahe_clip = clahe_clip
+        self.faint_tissue = faint_tissue
         self.families = families
         self.hog_size = hog_size
         self.hog_cell = hog_cell
@@ -285,6 +297,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         # An extractor pickled before a parameter existed lacks its attribute; the parameter's default
         # is what that extractor computed, except for regions, which came with defaults on.
         state.setdefault("regions", ())
+        state.setdefault("faint_tissue", False)
         for name, parameter in inspect.signature(type(self).__init__).parameters.items():
             if parameter.kind is parameter.KEYWORD_ONLY:
                 state.setdefault(name, parameter.default)
@@ -313,6 +326,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             "families": families,
             "params": {family: params[family] for family in families},
         }
+        if self.faint_tissue:  # only then, so that the earlier mask keeps its cache entries
+            config["faint_tissue"] = True
         if regions:  # only then, so that whole-hand configurations keep their cache entries
             config["regions"] = self._region_config(regions)
         return config

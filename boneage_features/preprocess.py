@@ -131,6 +131,23 @@ _SOFT_TISSUE_BAND = 0.18
 # Opening radius, as a fraction of the palm's inscribed radius, that removes lines attached to
 # the hand (film edges, rulers) but not fingers.
 _THIN_OPEN_FRACTION = 0.12
+# Faint soft tissue (thin fingertips, whose soft tissue is darker than the soft-tissue threshold):
+# pixels brighter than the local background by _FAINT_SIGMAS of its local spread and by at least
+# _FAINT_FLOOR of the hand's contrast over the background, within _FAINT_REACH palm radii of the
+# thresholded hand, connected to it. The background is sampled between _FAINT_RING[0] and
+# _FAINT_RING[1] palm radii from the hand and averaged over windows 2 x _FAINT_WINDOW radii wide;
+# the growth is repeated (the background re-sampled around the grown mask) up to _FAINT_PASSES
+# times. An added piece that touches the image's edge (collimator or film edges beside the
+# forearm) or exceeds _FAINT_MAX_PIECE of the hand's area is a leak and is dropped.
+_FAINT_SIGMAS = 3.0
+_FAINT_FLOOR = 0.08
+_FAINT_REACH = 0.6
+_FAINT_RING = (0.15, 1.0)
+_FAINT_WINDOW = 0.4
+_FAINT_PASSES = 3
+_FAINT_MAX_PIECE = 0.15
+_FAINT_BACKGROUND_CAP = 0.1
+_FAINT_SEAM = 0.04
 
 
 def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -404,6 +421,79 @@ def _drop_thin_attachments(hand: np.ndarray) -> np.ndarray:
     return kept
 
 
+def _distance_from(mask: np.ndarray) -> np.ndarray:
+    """Euclidean distance (pixels) of every pixel from the mask (0 on it); a dilation by any radius is a
+    threshold of it, at the cost of one pass whatever the radius."""
+    return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+
+
+def _disk(radius: float) -> np.ndarray:
+    r = max(1, int(round(radius)))
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
+def _grow_faint_once(smooth: np.ndarray, current: np.ndarray, zone: np.ndarray, radius: float,
+                     hand_level: float) -> np.ndarray:
+    """One pass of :func:`_grow_faint_tissue`: the pixels above the local background, connected."""
+    away = _distance_from(current)
+    ring = (away > _FAINT_RING[0] * radius) & (away <= _FAINT_RING[1] * radius)
+    if ring.sum() < 50:
+        return current
+    values = smooth[ring]
+    median = float(np.median(values))
+    spread = 1.4826 * float(np.median(np.abs(values - median)))
+    contrast = max(hand_level - median, 0.0)
+    # Local mean and spread of the background, markers and film edges (far above it) left out.
+    weight = (ring & (smooth <= median + max(6 * spread, _FAINT_BACKGROUND_CAP * contrast))).astype(np.float32)
+    window = (2 * int(round(_FAINT_WINDOW * radius)) + 1,) * 2
+    count = cv2.boxFilter(weight, -1, window, normalize=False)
+    total = cv2.boxFilter(smooth * weight, -1, window, normalize=False)
+    squares = cv2.boxFilter(smooth * smooth * weight, -1, window, normalize=False)
+    enough = count > 5
+    mean = np.where(enough, total / np.maximum(count, 1), median)
+    var = np.where(enough, squares / np.maximum(count, 1) - mean**2, spread**2)
+    sigma = np.sqrt(np.maximum(var, (0.5 * spread) ** 2))
+    above = (smooth > mean + np.maximum(_FAINT_SIGMAS * sigma, _FAINT_FLOOR * contrast)) & zone
+    k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    above = cv2.morphologyEx(above.astype(np.uint8), cv2.MORPH_OPEN, k3).astype(bool) | current
+    _, labels = cv2.connectedComponents(above.astype(np.uint8), connectivity=8)
+    return _fill_holes(np.isin(labels, np.unique(labels[current & (labels > 0)])))
+
+
+def _grow_faint_tissue(work: np.ndarray, hand: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Grow the thresholded hand into soft tissue fainter than its threshold (thin fingertips).
+
+    Judged against the local background rather than one global level, so that a fingertip whose
+    soft tissue is only slightly brighter than the film around it is kept; see :data:`_FAINT_SIGMAS`
+    and the constants beside it. ``region`` is where the hand was searched (inside a plate or
+    collimation field when there is one); the growth stays inside it.
+    """
+    radius = _inscribed_radius(hand)
+    if radius < 2 or hand.all():
+        return hand
+    s = max(work.shape) / WORK_SIDE
+    smooth = cv2.GaussianBlur(work.astype(np.float32), (0, 0), max(0.8, s))
+    hand_level = float(np.median(smooth[hand]))
+    zone = (_distance_from(hand) <= _FAINT_REACH * radius) & region
+    current = hand
+    for _ in range(_FAINT_PASSES):
+        grown = _grow_faint_once(smooth, current, zone, radius, hand_level)
+        if grown.sum() == current.sum():
+            break
+        current = grown
+    # Thin seams along the outline (a pixel or two of blur) would join every piece into one that
+    # reaches the forearm's cut end at the image's edge: open them away first.
+    added = cv2.morphologyEx((current & ~hand).astype(np.uint8), cv2.MORPH_OPEN,
+                             _disk(max(2.0, _FAINT_SEAM * radius)))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(added, connectivity=8)
+    h, w = hand.shape
+    x, y, bw, bh, area = (stats[:, i] for i in range(5))
+    touches = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
+    keep = ~touches & (area <= _FAINT_MAX_PIECE * hand.sum())
+    keep[0] = False
+    return _fill_holes(hand | keep[labels])
+
+
 def _separation(image: np.ndarray, mask: np.ndarray) -> float:
     """Difference of the mean intensity inside and outside the mask, in pooled standard deviations."""
     if mask.all() or not mask.any():
@@ -413,7 +503,7 @@ def _separation(image: np.ndarray, mask: np.ndarray) -> float:
     return float((inside.mean() - outside.mean()) / pooled) if pooled > 0 else 0.0
 
 
-def _segment_work(work: np.ndarray) -> tuple[np.ndarray, dict]:
+def _segment_work(work: np.ndarray, faint_tissue: bool = True) -> tuple[np.ndarray, dict]:
     """Segment the hand on a working-size image; see :func:`segment_hand`."""
     h, w = work.shape
     s = max(h, w) / WORK_SIDE
@@ -446,6 +536,8 @@ def _segment_work(work: np.ndarray) -> tuple[np.ndarray, dict]:
         hand = _drop_thin_attachments(hand)
         kc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
         hand = _fill_holes(cv2.morphologyEx(hand.astype(np.uint8), cv2.MORPH_CLOSE, kc) > 0)
+        if faint_tissue:
+            hand = _grow_faint_tissue(work, hand, region)
         stats = _shape_stats(hand)
     frac = float(hand.mean())
     separation = _separation(work, hand)
@@ -471,7 +563,7 @@ def _segment_work(work: np.ndarray) -> tuple[np.ndarray, dict]:
     return hand, diag
 
 
-def segment_hand(image: np.ndarray) -> tuple[np.ndarray, dict]:
+def segment_hand(image: np.ndarray, *, faint_tissue: bool = True) -> tuple[np.ndarray, dict]:
     """Segment the hand (and forearm) from background, markers, text plates and rulers.
 
     The image is downscaled to the working size (long side :data:`WORK_SIDE`), smoothed,
@@ -484,7 +576,11 @@ def segment_hand(image: np.ndarray) -> tuple[np.ndarray, dict]:
     convex, rectangle-filling region (a collimation field or film plate brighter than its
     surround, or the inside of a bright frame), the search is repeated inside it, up to three
     nested levels. Thin lines attached to the hand (film edges) are cut by an opening scaled to
-    the palm, holes are filled and the outline closed.
+    the palm, holes are filled and the outline closed. Last, with ``faint_tissue``, the mask grows
+    into soft tissue too faint for the second threshold (the thin soft tissue of fingertips often
+    is): pixels brighter than the local background by three of its local standard deviations and
+    by 8% of the hand's contrast, within 0.6 palm radii of the mask and connected to it; pieces
+    that touch the image's edge or exceed 15% of the hand's area are leaks and are dropped.
 
     The hand counts as found when it covers 1-97% of the image, its palm's inscribed radius is
     at least 1.5% of the image's long side, its outline is not ragged and it is at least 0.4
@@ -494,6 +590,9 @@ def segment_hand(image: np.ndarray) -> tuple[np.ndarray, dict]:
     ----------
     image : (M, N) ndarray
         Gray-level radiograph, bright bone on darker background.
+    faint_tissue : bool, default=True
+        Grow the mask into faint soft tissue as described above; False gives the mask of
+        versions before it (which cuts many fingertips off).
 
     Returns
     -------
@@ -508,7 +607,7 @@ def segment_hand(image: np.ndarray) -> tuple[np.ndarray, dict]:
     """
     img = _check_image(image)
     work, scale = _to_work(img)
-    mask, diag = _segment_work(work)
+    mask, diag = _segment_work(work, faint_tissue)
     if not diag["diagnostics_hand_found"]:
         mask = np.ones(work.shape, bool)
     if scale < 1.0:
@@ -735,6 +834,26 @@ class PreprocessedHand:
     image: np.ndarray
     mask: np.ndarray
     diagnostics: dict = field(default_factory=dict)
+    source_from_canonical: np.ndarray = field(default_factory=lambda: np.eye(3))
+
+    def to_source(self, points) -> np.ndarray:
+        """Map (x, y) points of the canonical view to pixels of the input radiograph.
+
+        Parameters
+        ----------
+        points : (2,) or (K, 2) array-like
+            x (column) and y (row) in the canonical view, as the landmarks of
+            :func:`boneage_features.regions.detect_regions`.
+
+        Returns
+        -------
+        ndarray of float, the same shape
+            x and y in the input image (pixel centres at integer coordinates).
+        """
+        xy = np.asarray(points, dtype=np.float64)
+        flat = xy.reshape(-1, 2)
+        out = flat @ self.source_from_canonical[:2, :2].T + self.source_from_canonical[:2, 2]
+        return out.reshape(xy.shape)
 
 
 def preprocess_hand(
@@ -743,13 +862,15 @@ def preprocess_hand(
     size: tuple[int, int] = (384, 320),
     clahe_clip: float = 2.0,
     margin: float = 0.04,
+    faint_tissue: bool = True,
 ) -> PreprocessedHand:
     """Turn a hand radiograph into the canonical, cropped, normalised view.
 
     Steps, in this order:
 
     1. downscale the input (INTER_AREA) to the working size, long side :data:`WORK_SIDE`;
-    2. :func:`segment_hand` on the working copy (it normalises intensity internally);
+    2. :func:`segment_hand` on the working copy (it normalises intensity internally), with
+       ``faint_tissue``;
     3. intensity window: the 0.5-99.5 percentiles of the hand's pixels;
     4. crop box: the mask's bounding box plus ``margin`` (:func:`crop_to_mask`);
     5. orientation from the cropped mask (:func:`orient_hand`);
@@ -773,6 +894,8 @@ def preprocess_hand(
         CLAHE clip limit (> 0).
     margin : float
         Crop margin around the hand, a fraction of the mask's box size.
+    faint_tissue : bool, default=True
+        Let the mask grow into faint soft tissue (fingertips); see :func:`segment_hand`.
 
     Returns
     -------
@@ -789,7 +912,7 @@ def preprocess_hand(
     if not np.isfinite(clahe_clip) or clahe_clip <= 0:
         raise ValueError(f"clahe_clip must be a positive number; got {clahe_clip!r}")
     work, _ = _to_work(img)
-    mask, diag = _segment_work(work)
+    mask, diag = _segment_work(work, faint_tissue)
     found = bool(diag["diagnostics_hand_found"])
     if not found:
         logger.debug("no hand found in a %d x %d image; keeping the whole image", *img.shape)
@@ -815,6 +938,10 @@ def preprocess_hand(
     small = _apply_orientation(small, k, flip)
     small_mask = _apply_orientation(small_mask, k, flip)
     canvas, canvas_mask = _place([small, small_mask], size)
+    geometry = _source_from_canonical(
+        size, small.shape, unturned, source.shape, k, flip,
+        (int(round(x0 * fx)), int(round(y0 * fy))),
+    )
     canvas[~canvas_mask] = 0.0
     canvas = clahe(canvas, clip_limit=clahe_clip)
     canvas[~canvas_mask] = 0.0
@@ -829,4 +956,24 @@ def preprocess_hand(
             "diagnostics_output_scale": out_h / (turned[0] * (fx if k % 2 else fy)),
         }
     )
-    return PreprocessedHand(image=canvas, mask=canvas_mask, diagnostics=diag)
+    return PreprocessedHand(image=canvas, mask=canvas_mask, diagnostics=diag, source_from_canonical=geometry)
+
+
+def _source_from_canonical(size, placed, unturned, source, k, flip, origin) -> np.ndarray:
+    """3 x 3 matrix taking canonical (x, y, 1) to input pixels: undo the paste, mirror, turns, resize, crop.
+
+    ``placed``: shape of the turned crop pasted into the canvas of ``size``; ``unturned``: the
+    resized crop's shape before turning; ``source``: the input crop's shape; ``origin``: the
+    input crop's top-left (x, y).
+    """
+    h, w = placed
+    matrix = np.array([[1.0, 0.0, -((size[1] - w) // 2)], [0.0, 1.0, -(size[0] - h)], [0.0, 0.0, 1.0]])
+    if flip:
+        matrix = np.array([[-1.0, 0.0, w - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]) @ matrix
+    uh, uw = unturned
+    for j in reversed(range(k % 4)):  # np.rot90 once: out(x, y) = in(C - 1 - y, x), C the input width
+        width = uw if j % 2 == 0 else uh
+        matrix = np.array([[0.0, -1.0, width - 1.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]) @ matrix
+    sy, sx = source[0] / uh, source[1] / uw
+    matrix = np.array([[sx, 0.0, 0.5 * sx - 0.5 + origin[0]], [0.0, sy, 0.5 * sy - 0.5 + origin[1]], [0.0, 0.0, 1.0]]) @ matrix
+    return matrix

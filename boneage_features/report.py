@@ -179,7 +179,8 @@ def _image_table(view: pd.Series, top: int, missing=()) -> str:
 def _heatmap(model, image, view: pd.Series) -> tuple[str, list]:
     """The region heatmap of one image as an ``<img>``, and the names of the regions not found."""
     extractor = model.extractor_
-    hand = preprocess_hand(read_image(image), size=tuple(extractor.size), clahe_clip=extractor.clahe_clip)
+    hand = preprocess_hand(read_image(image), size=tuple(extractor.size), clahe_clip=extractor.clahe_clip,
+                           faint_tissue=extractor.faint_tissue)
     found = detect_regions(hand.image, hand.mask)
     figure = figures.plot_region_heatmap(hand.image, found, view)
     missing = [name for name in REGION_NAMES if not found.regions.get(name) or not found.regions[name].found]

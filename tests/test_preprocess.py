@@ -143,6 +143,35 @@ def test_segment_low_contrast_phantom_is_the_same(phantom):
     assert _iou(pp.segment_hand(faint)[0], pp.segment_hand(phantom[0])[0]) > 0.97
 
 
+def _faint_tip_phantom(level: float = 0.17):
+    """The phantom with a faint fingertip beyond the middle finger and an equally faint patch at the
+    bottom edge beside the forearm (a collimator edge), both between background and soft tissue."""
+    img, truth = _phantom()
+    rng = np.random.default_rng(1)
+    tip = np.zeros(img.shape, np.uint8)
+    cv2.line(tip, (152, 30), (152, 16), 1, 18)
+    tip = tip.astype(bool) & ~truth
+    edge = np.zeros(img.shape, bool)
+    edge[360:, 191:230] = True
+    value = level * 0.85 + 0.05  # on the phantom's scale (low 0.05, high 0.9)
+    for part in (tip, edge):
+        img[part] = value + rng.normal(0, 0.01, part.sum())
+    return img, truth, tip, edge
+
+
+def test_segment_keeps_faint_fingertip_but_not_edge_leak():
+    img, truth, tip, edge = _faint_tip_phantom()
+    before, _ = pp.segment_hand(img, faint_tissue=False)
+    after, diag = pp.segment_hand(img, faint_tissue=True)
+    assert diag["diagnostics_hand_found"] == 1
+    assert before[tip].mean() < 0.5  # the second threshold stops short of the fingertip
+    assert after[tip].mean() > 0.8
+    # as faint as the fingertip and connected to the forearm, but it touches the image's edge
+    assert after[edge].mean() <= before[edge].mean() + 0.01
+    assert _iou(after & ~tip, truth) > 0.9
+    assert not after[15:55, 257:287].any()  # the "L" stays out
+
+
 def test_segment_full_resolution_mask_has_input_shape(phantom):
     big = cv2.resize(phantom[0], (1280, 1536), interpolation=cv2.INTER_LINEAR)
     mask, diag = pp.segment_hand(big)
@@ -192,6 +221,46 @@ def test_turned_and_mirrored_phantoms_come_out_canonical(phantom, transform):
     assert reference.diagnostics["diagnostics_flipped"] == 0
     assert _iou(out.mask, reference.mask) > 0.97
     assert np.abs(out.image - reference.image).mean() < 0.02
+
+
+_TURNS = [
+    lambda a: a,
+    lambda a: a[:, ::-1],
+    lambda a: np.rot90(a, 1),
+    lambda a: np.rot90(a, 2),
+    lambda a: np.rot90(a, 3),
+    lambda a: np.rot90(a[:, ::-1], 1),
+]
+
+
+@pytest.mark.parametrize("transform", _TURNS)
+@pytest.mark.parametrize("scale", [1.0, 4.0])
+def test_to_source_maps_canonical_points_back_to_the_input(phantom, transform, scale):
+    """Small dark dots on the phantom's bones, found in the canonical view, map back to where they were drawn."""
+    img, _ = phantom
+    dots = [(150, 60), (120, 240), (250, 215), (100, 340)]  # (x, y) on fingers, palm, thumb, forearm
+    drawn = img.copy()
+    for x, y in dots:
+        cv2.circle(drawn, (x, y), 2, 0.0, -1)
+    # Draw each dot into a marker image turned and scaled like the radiograph, to know its input position.
+    turned = np.ascontiguousarray(transform(drawn))
+    if scale != 1.0:
+        turned = cv2.resize(turned, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+    out = pp.preprocess_hand(turned, size=(384, 320))
+    for x, y in dots:
+        marker = np.zeros(img.shape, np.float32)
+        marker[y, x] = 1.0
+        where = np.ascontiguousarray(transform(marker))
+        if scale != 1.0:
+            where = cv2.resize(where, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+        expected = np.unravel_index(np.argmax(where), where.shape)[::-1]
+        # the dot in the canonical view: the darkest pixel near its canonical position is not known
+        # in advance, so map every dark pixel of the canonical hand back and take the nearest
+        dark = np.argwhere(out.mask & (out.image < 0.05) & (cv2.erode(out.mask.astype(np.uint8), np.ones((9, 9))) > 0))
+        back = out.to_source(dark[:, ::-1].astype(float))
+        gap = np.hypot(*(back - np.asarray(expected, float)).T)
+        assert gap.min() < 2.0 * scale + 1.0, (x, y, gap.min())
+    assert out.to_source(np.zeros(2)).shape == (2,)
 
 
 def test_orient_hand_keeps_canonical_phantom():

@@ -38,12 +38,14 @@ def hand_u8(ref, *, size: tuple[int, int]) -> np.ndarray:
     Returns
     -------
     (H, W) ndarray of uint8
-        ``preprocess_hand(image, size=size).image`` (in [0, 1]) times 255, rounded.
+        ``preprocess_hand(image, size=size, faint_tissue=False).image`` (in [0, 1]) times 255,
+        rounded. The networks were trained on the hand mask without the faint-tissue growth, so
+        they keep being fed that mask.
     """
     from ..io import read_image
     from ..preprocess import preprocess_hand
 
-    hand = preprocess_hand(read_image(ref), size=tuple(size))
+    hand = preprocess_hand(read_image(ref), size=tuple(size), faint_tissue=False)
     return np.clip(np.round(hand.image * 255.0), 0, 255).astype(np.uint8)
 
 
