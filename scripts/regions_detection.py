@@ -29,16 +29,25 @@ from boneage_features.regions import CHECKS, REGION_NAMES, detect_regions
 
 
 def originals_agreement(data_dir: Path) -> dict:
-    """Landmarks of each full-resolution original against those of its 384-px training copy."""
+    """Landmarks of each full-resolution original against those of its 384-px training copy.
+
+    Compared on the radiograph: each landmark is mapped back to its input image (``to_source``) and the
+    original's are scaled to the copy's pixel grid, so a crop box a few pixels larger in one of the two
+    does not count as disagreement. Gaps are shares of the hand's height on that grid.
+    """
     per_hand = {}
     for path in sorted((data_dir / "originals").glob("*.png")):
-        big = preprocess_hand(bf.read_image(path))
-        small = preprocess_hand(bf.read_image(data_dir / "train" / f"{path.stem}.jpg"))
+        big_image, small_image = bf.read_image(path), bf.read_image(data_dir / "train" / f"{path.stem}.jpg")
+        big, small = preprocess_hand(big_image), preprocess_hand(small_image)
         a, b = detect_regions(big.image, big.mask), detect_regions(small.image, small.mask)
+        ratio = np.divide(small_image.shape[::-1], big_image.shape[::-1])  # (x, y)
         rows = np.flatnonzero(small.mask.any(axis=1))
-        height = rows[-1] - rows[0] + 1
+        height = (rows[-1] - rows[0] + 1) / small.diagnostics["diagnostics_output_scale"]
         common = [k for k in a.landmarks if k in b.landmarks]
-        gaps = [float(np.hypot(*np.subtract(a.landmarks[k], b.landmarks[k]))) / height for k in common]
+        gaps = [
+            float(np.hypot(*(big.to_source(a.landmarks[k]) * ratio - small.to_source(b.landmarks[k])))) / height
+            for k in common
+        ]
         per_hand[path.stem] = {
             "landmarks": len(common),
             "median_gap": float(np.median(gaps)) if gaps else None,
