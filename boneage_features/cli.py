@@ -172,6 +172,7 @@ def _regions_of_one(path: str, overlay: str | None, zoom: float = 1.0) -> dict:
     row = {"status": "ok", "error": "", "regions_ok": found.ok}
     for name, (x, y) in found.landmarks.items():
         row[f"{name}_x"], row[f"{name}_y"] = float(x), float(y)
+        row[f"{name}_source_x"], row[f"{name}_source_y"] = (float(v) for v in hand.to_source((x, y)))
     for name, region in found.regions.items():
         row.update({
             f"{name}_cx": region.center[0], f"{name}_cy": region.center[1], f"{name}_h": region.size[0],
@@ -191,6 +192,7 @@ def _region_table_columns() -> list:
 
     columns = ["image", "status", "error"]
     columns += [f"{name}_{axis}" for name in LANDMARK_NAMES for axis in ("x", "y")]
+    columns += [f"{name}_source_{axis}" for name in LANDMARK_NAMES for axis in ("x", "y")]
     columns += [f"{name}_{part}" for name in REGION_NAMES for part in ("cx", "cy", "h", "w", "angle", "found")]
     blank = preprocess_hand(np.zeros((64, 64), np.float32))
     columns += list(blank.diagnostics)

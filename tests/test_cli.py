@@ -105,7 +105,15 @@ def test_regions_writes_a_row_per_image_and_overlays(tmp_path, synthetic_manifes
     assert "corrupt.png" in table.loc["corrupt", "error"]
     assert table.loc["missing"].drop(["image", "status", "error"]).isna().all()
     for name in LANDMARK_NAMES:
-        assert {f"{name}_x", f"{name}_y"} <= set(table.columns)
+        assert {f"{name}_x", f"{name}_y", f"{name}_source_x", f"{name}_source_y"} <= set(table.columns)
+    # landmarks on the radiograph itself: inside each input image, and where the canonical ones are found
+    for image_id, row in table.iloc[:24].iterrows():
+        height, width = cv2.imread(str(row["image"]), cv2.IMREAD_GRAYSCALE).shape
+        xs = row[[f"{n}_source_x" for n in LANDMARK_NAMES]].astype(float)
+        ys = row[[f"{n}_source_y" for n in LANDMARK_NAMES]].astype(float)
+        canonical = row[[f"{n}_x" for n in LANDMARK_NAMES]].astype(float)
+        assert (xs.notna().to_numpy() == canonical.notna().to_numpy()).all(), image_id
+        assert xs.dropna().between(-0.5, width - 0.5).all() and ys.dropna().between(-0.5, height - 0.5).all(), image_id
     for name in REGION_NAMES:
         parts = ("cx", "cy", "h", "w", "angle", "found")
         assert {f"{name}_{part}" for part in parts} <= set(table.columns)
