@@ -239,6 +239,9 @@ _SCALE = {1: (2.3, 0.7), 2: (1.9, 0.7), 3: (2.1, 0.7), 4: (2.0, 0.7), 5: (1.6, 0
 _FLAT_TIP = 0.8
 _CUT_PENALTY = {True: 0.75, False: 3.0}
 _EDGE_BAND = 0.25
+# The bone's start past the fingertip's soft tissue is judged against the profile's first
+# _START_REACH palm radii (about the distal phalanx and part of the middle one).
+_START_REACH = 0.5
 # Prominence (palm radii) of fingertips on the contour; when that finds fewer than five, fingers held
 # together leave only shallow notches between their tips and a second search takes those.
 _TIP_PROMINENCE = 0.12
@@ -607,12 +610,14 @@ def _joints(profile: np.ndarray, segments, *, start: int, scale: tuple, web: flo
     return candidates[:top]
 
 
-def _bone_start(profile: np.ndarray) -> int:
-    """Index where the bone begins past the fingertip's soft tissue (profile above half its median)."""
+def _bone_start(profile: np.ndarray, reach: int) -> int:
+    """Index where the bone begins past the fingertip's soft tissue: the profile above half its median
+    over the first ``reach`` points (the finger's own phalanges; further on, brighter metacarpals and
+    carpals would put the level above a thin distal phalanx)."""
     from scipy.ndimage import gaussian_filter1d
 
     smooth = gaussian_filter1d(profile.astype(float), 1.0)
-    level = 0.5 * float(np.median(smooth))
+    level = 0.5 * float(np.median(smooth[: max(reach, 3)]))
     above = np.flatnonzero(smooth > level)
     return int(above[0]) if len(above) else 0
 
@@ -662,7 +667,7 @@ def _ray(image, hand, tips, valleys, k, palm, radius, known_direction=None):
             direction = palm - tip
     track = _track(image, tip, direction, length=scale[0] + 2.5 * scale[1] + 5, half_width=0.2 * radius)
     profile = _profile(image, track, 0.08 * radius)
-    start = _bone_start(profile)
+    start = _bone_start(profile, int(_START_REACH * radius))
     # The webs beside the finger: the index finger's is the one towards the middle finger (the
     # thumb's web lies far lower); the thumb's is the one towards the index finger. Each is placed
     # along the finger at its nearest point of the tracked axis.

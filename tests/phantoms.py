@@ -41,11 +41,13 @@ def _limb(image, a, b, half_width, value):
     cv2.line(image, tuple(int(round(v)) for v in a), tuple(int(round(v)) for v in b), value, 2 * half_width)
 
 
-def draw_canonical_hand(*, seed=0, noise=0.02, touching=False):
+def draw_canonical_hand(*, seed=0, noise=0.02, touching=False, faint_distal=False):
     """(image, mask, truth) of a phantom hand; truth maps landmark names to (x, y).
 
     ``touching``: fingers 2-5 pressed together, the soft tissue between them filled up to just above the
     lower fingertip of each pair, so the contour shows no notch between them.
+    ``faint_distal``: the distal phalanges of fingers 2-5 thin and faint (bone 0.33 in soft tissue of
+    0.15), under half the brightness of the bones further down, as thin fingertips often are.
     """
     image = np.full(SHAPE, BACKGROUND, np.float32)
     x0, x1, y0, y1 = PALM
@@ -65,8 +67,14 @@ def draw_canonical_hand(*, seed=0, noise=0.02, touching=False):
         cv2.circle(image, (x, tip + soft), soft, SOFT, -1)
         # bones: from just below the fingertip pad to the metacarpal base
         _limb(image, (x, tip + 7), (x, 262), bone, BONE)
+        if faint_distal:
+            cv2.rectangle(image, (x - soft, tip), (x + soft, dip), 0.0, -1)
+            cv2.rectangle(image, (x - soft + 3, tip + soft), (x + soft - 3, dip), 0.15, -1)
+            cv2.circle(image, (x, tip + soft), soft - 3, 0.15, -1)
+            _limb(image, (x, tip + 7), (x, dip), bone - 2, 0.33)
         for name, y in (("dip", dip), ("pip", pip), ("mcp", mcp)):
-            cv2.line(image, (x - bone, y), (x + bone, y), JOINT, 3)
+            level = 0.2 if faint_distal and name == "dip" else JOINT
+            cv2.line(image, (x - bone, y), (x + bone, y), level, 3)
             truth[f"{name}{finger}"] = (float(x), float(y))
         truth[f"tip{finger}"] = (float(x), float(tip))
     # thumb: soft tissue from the tip down to the palm, bones and bands

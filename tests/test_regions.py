@@ -145,6 +145,18 @@ def test_degenerate_inputs_give_regions_not_found_never_an_exception(case):
             assert extract_patch(image, region) is None
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_faint_distal_phalanges_keep_their_joints(seed):
+    """Thin fingertips whose bone is under half as bright as the bones further down: the bone's start is
+    judged against the finger's own phalanges, so the distal joints are still found."""
+    image, mask, truth = draw_canonical_hand(seed=seed, faint_distal=True)
+    found = detect_regions(image, mask)
+    assert found.ok, found.diagnostics
+    for finger in (2, 3, 4, 5):
+        assert _error(found, truth, f"dip{finger}") <= 4.0, finger
+    assert found.regions["dp3"].found and found.regions["dp5"].found
+
+
 def test_thumb_triple_is_chosen_in_proportion_to_the_middle_finger():
     """Of two thumb triples, the one whose first metacarpal runs on into the carpus scores better on the
     bands alone; measured against the middle finger's proximal phalanx it loses."""
