@@ -137,13 +137,16 @@ _THIN_OPEN_FRACTION = 0.12
 # thresholded hand, connected to it. The background is sampled between _FAINT_RING[0] and
 # _FAINT_RING[1] palm radii from the hand and averaged over windows 2 x _FAINT_WINDOW radii wide;
 # the growth is repeated (the background re-sampled around the grown mask) up to _FAINT_PASSES
-# times. An added piece that touches the image's edge (collimator or film edges beside the
-# forearm) or exceeds _FAINT_MAX_PIECE of the hand's area is a leak and is dropped.
+# times; background pixels more than _FAINT_BACKGROUND_CAP of the hand's contrast above the
+# ring's median (markers, film edges, the unmasked rest of a finger) are left out of its local
+# mean. Seams thinner than _FAINT_SEAM palm radii are opened away before the added pieces are
+# judged: one that touches the image's edge (collimator or film edges beside the forearm) or
+# exceeds _FAINT_MAX_PIECE of the hand's area is a leak and is dropped with what it cut off.
 _FAINT_SIGMAS = 3.0
 _FAINT_FLOOR = 0.08
 _FAINT_REACH = 0.6
 _FAINT_RING = (0.15, 1.0)
-_FAINT_WINDOW = 0.4
+_FAINT_WINDOW = 0.8
 _FAINT_PASSES = 3
 _FAINT_MAX_PIECE = 0.15
 _FAINT_BACKGROUND_CAP = 0.1
@@ -481,17 +484,24 @@ def _grow_faint_tissue(work: np.ndarray, hand: np.ndarray, region: np.ndarray) -
         if grown.sum() == current.sum():
             break
         current = grown
-    # Thin seams along the outline (a pixel or two of blur) would join every piece into one that
-    # reaches the forearm's cut end at the image's edge: open them away first.
-    added = cv2.morphologyEx((current & ~hand).astype(np.uint8), cv2.MORPH_OPEN,
-                             _disk(max(2.0, _FAINT_SEAM * radius)))
-    n, labels, stats, _ = cv2.connectedComponentsWithStats(added, connectivity=8)
+    # Thin seams along the outline (a pixel or two of blur) join every added piece into one that
+    # reaches the forearm's cut end at the image's edge: the pieces are judged with the seams opened
+    # away, and only the leaks (and a seam's width around them) are taken out again.
+    added = current & ~hand
+    seam = max(2.0, _FAINT_SEAM * radius)
+    opened = cv2.morphologyEx(added.astype(np.uint8), cv2.MORPH_OPEN, _disk(seam))
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
     h, w = hand.shape
     x, y, bw, bh, area = (stats[:, i] for i in range(5))
-    touches = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
-    keep = ~touches & (area <= _FAINT_MAX_PIECE * hand.sum())
-    keep[0] = False
-    return _fill_holes(hand | keep[labels])
+    leak = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h) | (area > _FAINT_MAX_PIECE * hand.sum())
+    leak[0] = False
+    if leak.any():
+        near_leak = _distance_from(leak[labels]) <= seam + 1
+        added &= ~near_leak
+        # what the leaks' removal cut off from the hand is not kept either
+        _, pieces = cv2.connectedComponents((hand | added).astype(np.uint8), connectivity=8)
+        added &= np.isin(pieces, np.unique(pieces[hand & (pieces > 0)]))
+    return _fill_holes(hand | added)
 
 
 def _separation(image: np.ndarray, mask: np.ndarray) -> float:
@@ -829,6 +839,8 @@ class PreprocessedHand:
         The hand in the same frame.
     diagnostics : dict of str to float
         Provenance and quality-control values; every key starts with ``diagnostics_``.
+    source_from_canonical : (3, 3) ndarray of float
+        Affine map from canonical (x, y, 1) to pixels of the input image; see :meth:`to_source`.
     """
 
     image: np.ndarray
