@@ -144,7 +144,7 @@ _THIN_OPEN_FRACTION = 0.12
 # exceeds _FAINT_MAX_PIECE of the hand's area is a leak and is dropped with what it cut off.
 _FAINT_SIGMAS = 3.0
 _FAINT_FLOOR = 0.08
-_FAINT_REACH = 0.6
+_FAINT_REACH = 1.0
 _FAINT_RING = (0.15, 1.0)
 _FAINT_WINDOW = 0.8
 _FAINT_PASSES = 3
