@@ -230,8 +230,8 @@ def _detect_file(path):
 
 
 def test_detection_rate_on_real_radiographs(data_dir):
-    """A floor under the share of hands whose regions all pass the checks (detector 4: 86% of these 120,
-    84% of 1,500 others)."""
+    """A floor under the share of hands whose regions all pass the checks (detector 5 with the new hand
+    mask: 93% of these 120, 93% of all 12,611; detector 4: 86% and 84.5%)."""
     table = pd.read_csv(data_dir / "train.csv").sample(120, random_state=7)
     ok = fingers = 0
     for image_id in table["id"]:
@@ -239,8 +239,8 @@ def test_detection_rate_on_real_radiographs(data_dir):
         _check_shape(found)
         ok += found.ok
         fingers += found.diagnostics["diagnostics_fingers_found"] == 5
-    assert fingers / len(table) >= 0.88
-    assert ok / len(table) >= 0.78
+    assert fingers / len(table) >= 0.9
+    assert ok / len(table) >= 0.88
 
 
 def _source_height(hand) -> float:
