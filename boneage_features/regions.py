@@ -704,8 +704,8 @@ def _choose_consistent(rays: dict) -> None:
     their fingertip-to-MCP length fit the middle finger's (:data:`_LENGTH_RATIO`, :data:`_REACH_RATIO`),
     and their best few are combined under a penalty on the bend of the row of MCP joints (second
     differences, in units of _MCP_ROW times the middle finger's proximal phalanx). The middle
-    triple with the best total wins, with the other fingers' choices under it. Updates ``rays`` in
-    place.
+    triple with the best total wins, with the other fingers' choices under it; the thumb's triple is
+    then chosen against the winning middle finger (:func:`_choose_thumb`). Updates ``rays`` in place.
     """
     import itertools
 
