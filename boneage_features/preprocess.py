@@ -348,6 +348,12 @@ def _is_plate(stats: dict, area: float, image_area: float) -> bool:
     )
 
 
+def _disk(radius: float) -> np.ndarray:
+    """Elliptical structuring element of the given radius (pixels, rounded, at least 1)."""
+    r = max(1, int(round(radius)))
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+
+
 def _threshold_level(
     smooth: np.ndarray, region: np.ndarray, min_px: int
 ) -> tuple[np.ndarray, np.ndarray, int, float]:
@@ -357,7 +363,7 @@ def _threshold_level(
     adding soft tissue, the number of other components, and the threshold used (as a fraction
     of the region's window).
     """
-    k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    k3 = _disk(1)
     empty = np.zeros(smooth.shape, bool)
     region = region.copy()
     for attempt in range(_MAX_MARKER_PASSES + 1):
@@ -372,7 +378,7 @@ def _threshold_level(
             break
         # So few pixels are this bright that they are marker letters or a film edge, not the
         # hand: look again without them.
-        k5 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+        k5 = _disk(2)
         region &= ~cv2.dilate(bright.astype(np.uint8), k5).astype(bool)
     fg = cv2.morphologyEx(bright.astype(np.uint8), cv2.MORPH_OPEN, k3)
     solid, n_other = _largest_component(fg, min_px)
@@ -385,7 +391,7 @@ def _threshold_level(
     if hand.any() and dark.size >= min_px and int(dark.min()) < int(dark.max()):
         t_low = _otsu(dark)
         band = max(2, int(round(_SOFT_TISSUE_BAND * _inscribed_radius(hand))))
-        kb = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * band + 1, 2 * band + 1))
+        kb = _disk(band)
         near = cv2.dilate(hand.astype(np.uint8), kb).astype(bool)
         grown = cv2.morphologyEx(
             ((u8 > t_low) & region & near).astype(np.uint8), cv2.MORPH_OPEN, k3
@@ -417,7 +423,7 @@ def _drop_thin_attachments(hand: np.ndarray) -> np.ndarray:
     radius = int(round(_THIN_OPEN_FRACTION * _inscribed_radius(hand)))
     if radius < 1:
         return hand
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * radius + 1, 2 * radius + 1))
+    k = _disk(radius)
     core, _ = _largest_component(cv2.morphologyEx(hand.astype(np.uint8), cv2.MORPH_OPEN, k), 1)
     near = cv2.dilate(core.astype(np.uint8), k).astype(bool)
     kept, _ = _largest_component(hand & near, 1)
@@ -428,11 +434,6 @@ def _distance_from(mask: np.ndarray) -> np.ndarray:
     """Euclidean distance (pixels) of every pixel from the mask (0 on it); a dilation by any radius is a
     threshold of it, at the cost of one pass whatever the radius."""
     return cv2.distanceTransform((~mask).astype(np.uint8), cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
-
-
-def _disk(radius: float) -> np.ndarray:
-    r = max(1, int(round(radius)))
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
 
 
 def _grow_faint_once(smooth: np.ndarray, current: np.ndarray, zone: np.ndarray, radius: float,
@@ -457,7 +458,7 @@ def _grow_faint_once(smooth: np.ndarray, current: np.ndarray, zone: np.ndarray, 
     var = np.where(enough, squares / np.maximum(count, 1) - mean**2, spread**2)
     sigma = np.sqrt(np.maximum(var, (0.5 * spread) ** 2))
     above = (smooth > mean + np.maximum(_FAINT_SIGMAS * sigma, _FAINT_FLOOR * contrast)) & zone
-    k3 = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
+    k3 = _disk(1)
     above = cv2.morphologyEx(above.astype(np.uint8), cv2.MORPH_OPEN, k3).astype(bool) | current
     _, labels = cv2.connectedComponents(above.astype(np.uint8), connectivity=8)
     return _fill_holes(np.isin(labels, np.unique(labels[current & (labels > 0)])))
@@ -544,7 +545,7 @@ def _segment_work(work: np.ndarray, faint_tissue: bool = True) -> tuple[np.ndarr
     stats = {"solidity": 0.0, "rect_fill": 0.0, "roughness": np.inf}
     if hand.any():
         hand = _drop_thin_attachments(hand)
-        kc = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (5, 5))
+        kc = _disk(2)
         hand = _fill_holes(cv2.morphologyEx(hand.astype(np.uint8), cv2.MORPH_CLOSE, kc) > 0)
         if faint_tissue:
             hand = _grow_faint_tissue(work, hand, region)
@@ -589,8 +590,9 @@ def segment_hand(image: np.ndarray, *, faint_tissue: bool = True) -> tuple[np.nd
     the palm, holes are filled and the outline closed. Last, with ``faint_tissue``, the mask grows
     into soft tissue too faint for the second threshold (the thin soft tissue of fingertips often
     is): pixels brighter than the local background by three of its local standard deviations and
-    by 8% of the hand's contrast, within 0.6 palm radii of the mask and connected to it; pieces
-    that touch the image's edge or exceed 15% of the hand's area are leaks and are dropped.
+    by 8% of the hand's contrast, within 1.0 palm radii of the mask and connected to it; pieces
+    that touch the image's edge or exceed 15% of the hand's area are leaks and are dropped, with
+    what they cut off from the hand.
 
     The hand counts as found when it covers 1-97% of the image, its palm's inscribed radius is
     at least 1.5% of the image's long side, its outline is not ragged and it is at least 0.4
