@@ -226,10 +226,10 @@ def _not_found(diagnostics: dict | None = None) -> HandRegions:
 #   proximal phalanx, against about 3 for a middle phalanx and 8 for a metacarpal;
 # - a loose prior on the third joint's distance from the fingertip in palm radii (_SCALE), the only
 #   guide where no web shows.
-_SEGMENTS = {"finger": ((0.6, 0.3), (0.62, 0.1)), "thumb": ((0.72, 0.3), (0.68, 0.14))}
-_WEB_FRACTION = {"finger": (0.75, 0.15), "thumb": (0.0, 0.2)}
+_SEGMENTS = {"finger": ((0.6, 0.3), (0.62, 0.1)), "little": ((0.85, 0.3), (0.59, 0.1)), "thumb": ((0.72, 0.3), (0.68, 0.14))}
+_WEB_FRACTION = {"finger": (0.75, 0.15), "little": (0.6, 0.15), "thumb": (0.0, 0.2)}
 _MIN_WEB = {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 0.6}
-_SLENDER = {"finger": (4.7, 0.7), "thumb": (4.3, 1.0)}
+_SLENDER = {"finger": (4.7, 0.7), "little": (4.7, 0.7), "thumb": (4.3, 1.0)}
 _SCALE = {1: (2.3, 0.7), 2: (1.9, 0.7), 3: (2.1, 0.7), 4: (2.0, 0.7), 5: (1.6, 0.7)}
 # Fingertips are often cut off by the film's edge, so the distal phalanx may be missing: a triple may
 # start at the cut instead of a first joint, at a cost in score: small where the tip is flat (the
@@ -237,6 +237,12 @@ _SCALE = {1: (2.3, 0.7), 2: (1.9, 0.7), 3: (2.1, 0.7), 4: (2.0, 0.7), 5: (1.6, 0
 # whole fingertip is rounded, about 0.55), large where it is round. On a flat tip, a "first joint"
 # closer to the cut than _EDGE_BAND of the next segment is the cut's own edge, not a joint.
 _FLAT_TIP = 0.8
+# Dark bands count as joint candidates from a prominence of _PROMINENCE. Where that leaves a whole
+# (rounded) fingertip without a first joint, bands from _WEAK_PROMINENCE are taken too, within
+# _DISTAL_ZONE of the third joint's expected distance from the bone's tip.
+_PROMINENCE = 0.015
+_WEAK_PROMINENCE = 0.006
+_DISTAL_ZONE = 0.4
 _CUT_PENALTY = {True: 0.75, False: 3.0}
 _EDGE_BAND = 0.25
 # The bone's start past the fingertip's soft tissue is judged against the profile's first
@@ -539,7 +545,8 @@ def _bone_widths(image: np.ndarray, track: np.ndarray, reach: float) -> np.ndarr
 
 
 def _joints(profile: np.ndarray, segments, *, start: int, scale: tuple, web: float | None, web_fraction: tuple,
-            cut: float, flat: bool, width: float, bone_widths: np.ndarray, slender: tuple, top: int = 40) -> list:
+            cut: float, flat: bool, width: float, bone_widths: np.ndarray, slender: tuple, weak: bool = False,
+            top: int = 40) -> list:
     """Candidate joint triples along a profile: dark bands whose spacing fits a finger.
 
     A joint space or an open growth plate is a narrow dark band across the bone: a peak of the
@@ -552,7 +559,8 @@ def _joints(profile: np.ndarray, segments, *, start: int, scale: tuple, web: flo
     median of ``bone_widths`` along its middle half) from ``slender``; the third joint's distance
     from ``scale`` (expected, spread; pixels). The first joint may be the fingertip's cut by the
     film's edge (position -1: the distal phalanx is missing), at a penalty of ``cut``; on a ``flat``
-    tip, bands right at the cut are its edge, not joints. Returns the ``top`` best (score,
+    tip, bands right at the cut are its edge, not joints. With ``weak``, shallower bands near the bone's
+    tip are candidates too (:data:`_WEAK_PROMINENCE`). Returns the ``top`` best (score,
     positions) pairs, best first, positions as indices into the profile; empty when no triple fits.
     """
     from scipy.ndimage import gaussian_filter1d, grey_closing
@@ -560,8 +568,10 @@ def _joints(profile: np.ndarray, segments, *, start: int, scale: tuple, web: flo
 
     smooth = gaussian_filter1d(profile.astype(float), 0.7)
     dark = grey_closing(smooth, size=max(3, int(width))) - smooth
-    peaks, props = find_peaks(dark, prominence=0.015)
+    peaks, props = find_peaks(dark, prominence=_WEAK_PROMINENCE if weak else _PROMINENCE)
     keep = peaks > start + 1
+    if weak:  # weak bands only near the bone's tip
+        keep &= (props["prominences"] >= _PROMINENCE) | (peaks < start + _DISTAL_ZONE * scale[0])
     peaks, height = peaks[keep], props["prominences"][keep]
     if len(peaks) > 16:
         best = np.sort(np.argsort(-height)[:16])
@@ -680,16 +690,22 @@ def _ray(image, hand, tips, valleys, k, palm, radius, known_direction=None):
     web = float(np.mean(along)) if along else None
     if web is not None and (web < _MIN_WEB[finger] * radius or web >= len(track) - 2):
         web = None
-    segments = _SEGMENTS["thumb" if finger == 1 else "finger"]
-    kind = "thumb" if finger == 1 else "finger"
+    kind = {1: "thumb", 5: "little"}.get(finger, "finger")
+    segments = _SEGMENTS[kind]
     flat = _tip_flatness(hand, tip, direction, radius) >= _FLAT_TIP
     options = dict(start=start, scale=scale, web_fraction=_WEB_FRACTION[kind], slender=_SLENDER[kind],
                    bone_widths=_bone_widths(image, track, 0.4 * radius), flat=flat,
                    cut=_CUT_PENALTY[flat],
                    width=0.2 * radius)
-    candidates = _joints(profile, segments, web=web, **options)
+    options["web"] = web
+    candidates = _joints(profile, segments, **options)
     if not candidates and web is not None:  # a web misplaced (touching or bent fingers): go without it
-        candidates = _joints(profile, segments, web=None, **options)
+        options["web"] = None
+        candidates = _joints(profile, segments, **options)
+    if candidates and candidates[0][1][0] < 0 and not flat:
+        # A whole, rounded fingertip, yet no first joint: on the profile's steep rise from the tip
+        # the distal joint can be a shallow notch. Look again with the weak bands near the tip.
+        candidates = _joints(profile, segments, weak=True, **options) or candidates
     if not candidates:
         return None
     return {"tip": tip, "track": track, "start": start, "web": web, "candidates": candidates,

@@ -179,6 +179,28 @@ def test_thumb_triple_is_chosen_in_proportion_to_the_middle_finger():
     assert ray["joints"] == [20, 55, 100]
 
 
+def test_shallow_distal_joint_is_a_candidate_only_in_the_second_look():
+    """A little finger's profile: the DIP a shallow notch on the steep rise from the fingertip, the PIP
+    and MCP strong bands. The first look sees no first joint (the tip looks cut off); the second,
+    with weak bands near the tip, finds the DIP where it was drawn."""
+    from boneage_features.regions import _CUT_PENALTY, _SEGMENTS, _SLENDER, _WEB_FRACTION, _joints
+
+    along = np.arange(130.0)
+    profile = 0.05 + 0.45 * (1 - np.exp(-along / 12))
+    for centre, depth, width in ((34, 0.02, 1.5), (62, 0.1, 2.0), (110, 0.1, 2.0)):
+        profile -= depth * np.exp(-0.5 * ((along - centre) / width) ** 2)
+    options = dict(start=2, scale=(105.0, 40.0), web=None, web_fraction=_WEB_FRACTION["little"], cut=_CUT_PENALTY[False],
+                   flat=False, width=11, bone_widths=np.full(130, 10.0), slender=_SLENDER["little"])
+    first = _joints(profile, _SEGMENTS["little"], **options)
+    assert first[0][1] == [-1, 62, 110]
+    second = _joints(profile, _SEGMENTS["little"], weak=True, **options)
+    assert second[0][1] == [34, 62, 110]
+    # weak bands far from the tip are not taken: the same notch in the proximal phalanx is no joint
+    profile_far = profile.copy()
+    profile_far -= 0.01 * np.exp(-0.5 * ((along - 86) / 1.5) ** 2)
+    assert all(86 not in joints for _, joints in _joints(profile_far, _SEGMENTS["little"], weak=True, **options))
+
+
 def test_detect_regions_checks_its_arguments():
     with pytest.raises(ValueError, match="same shape"):
         detect_regions(np.zeros((10, 10)), np.zeros((10, 11), bool))
