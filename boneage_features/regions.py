@@ -223,7 +223,9 @@ def _not_found(diagnostics: dict | None = None) -> HandRegions:
 #   the web at the second joint instead). A web nearer the fingertip than _MIN_WEB palm radii is a
 #   notch between fingers touching lower down, not a web;
 # - slenderness: the third segment's length over its shaft's width (_SLENDER) is about 4.7 for a
-#   proximal phalanx, against about 3 for a middle phalanx and 8 for a metacarpal;
+#   proximal phalanx, against about 3 for a middle phalanx and 8 for a metacarpal; loose for the
+#   thumb, whose first metacarpal's shaft width is often measured across the thenar soft tissue or
+#   the second metacarpal beside it (the CMC joint then lost to a band inside the metacarpal);
 # - a loose prior on the third joint's distance from the fingertip in palm radii (_SCALE), the only
 #   guide where no web shows.
 # The little finger has its own priors ("little"): its distal phalanx is nearly as long as its short
@@ -233,7 +235,7 @@ def _not_found(diagnostics: dict | None = None) -> HandRegions:
 _SEGMENTS = {"finger": ((0.6, 0.3), (0.62, 0.1)), "little": ((0.85, 0.3), (0.59, 0.1)), "thumb": ((0.72, 0.3), (0.68, 0.14))}
 _WEB_FRACTION = {"finger": (0.75, 0.15), "little": (0.6, 0.15), "thumb": (0.0, 0.2)}
 _MIN_WEB = {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 0.6}
-_SLENDER = {"finger": (4.7, 0.7), "little": (4.7, 0.7), "thumb": (4.3, 1.0)}
+_SLENDER = {"finger": (4.7, 0.7), "little": (4.7, 0.7), "thumb": (4.3, 2.0)}
 _SCALE = {1: (2.3, 0.7), 2: (1.9, 0.7), 3: (2.1, 0.7), 4: (2.0, 0.7), 5: (1.6, 0.7)}
 # Fingertips are often cut off by the film's edge, so the distal phalanx may be missing: a triple may
 # start at the cut instead of a first joint, at a cost in score: small where the tip is flat (the
