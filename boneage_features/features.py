@@ -33,8 +33,9 @@ from .regions import DETECTOR_VERSION, REGION_NAMES, detect_regions, extract_pat
 logger = logging.getLogger(__name__)
 
 #: Bump when a change alters the values computed for the same parameters; it keys the cache and is
-#: checked when a saved model is loaded.
-FEATURES_VERSION = 1
+#: checked when a saved model is loaded. 2: the hand mask (``faint_tissue=True``) also keeps whole fingers
+#: fainter than its threshold.
+FEATURES_VERSION = 2
 
 _CACHE_ENV = "BONEAGE_FEATURES_CACHE"
 

@@ -131,24 +131,26 @@ _SOFT_TISSUE_BAND = 0.18
 # Opening radius, as a fraction of the palm's inscribed radius, that removes lines attached to
 # the hand (film edges, rulers) but not fingers.
 _THIN_OPEN_FRACTION = 0.12
-# Faint soft tissue (thin fingertips, whose soft tissue is darker than the soft-tissue threshold):
-# pixels brighter than the local background by _FAINT_SIGMAS of its local spread and by at least
-# _FAINT_FLOOR of the hand's contrast over the background, within _FAINT_REACH palm radii of the
-# thresholded hand, connected to it. The background is sampled between _FAINT_RING[0] and
-# _FAINT_RING[1] palm radii from the hand and averaged over windows 2 x _FAINT_WINDOW radii wide;
-# the growth is repeated (the background re-sampled around the grown mask) up to _FAINT_PASSES
-# times; background pixels more than _FAINT_BACKGROUND_CAP of the hand's contrast above the
-# ring's median (markers, film edges, the unmasked rest of a finger) are left out of its local
-# mean. Seams thinner than _FAINT_SEAM palm radii are opened away before the added pieces are
-# judged: one that touches the image's edge (collimator or film edges beside the forearm) or
-# exceeds _FAINT_MAX_PIECE of the hand's area is a leak and is dropped with what it cut off.
+# Faint soft tissue (thin fingertips, whole fingers darker than the soft-tissue threshold): pixels
+# brighter than the local background by _FAINT_SIGMAS of its local spread and by at least
+# _FAINT_FLOOR of the hand's contrast over the background, within a reach of the thresholded hand,
+# connected to it. The background is sampled between _FAINT_RING[0] and _FAINT_RING[1] palm radii
+# from the hand and averaged over windows 2 x _FAINT_WINDOW radii wide; the growth is repeated (the
+# background re-sampled around the grown mask) up to _FAINT_PASSES times; background pixels more
+# than _FAINT_BACKGROUND_CAP of the hand's contrast above the ring's median (markers, film edges,
+# the unmasked rest of a finger) are left out of its local mean. Seams thinner than _FAINT_SEAM palm
+# radii are opened away before the added pieces are judged: one that touches the image's edge
+# (collimator or film edges beside the forearm) or exceeds a share of the hand's area is a leak and
+# is dropped with what it cut off. Two growths are united: a bold one (reach _FAINT_REACH[0] palm
+# radii, pieces up to _FAINT_MAX_PIECE[0] of the hand: whole fingers) and a cautious one (the second
+# values; its leak removal cuts less around a leak); the bold one is dropped where it fills a plate.
 _FAINT_SIGMAS = 3.0
 _FAINT_FLOOR = 0.08
-_FAINT_REACH = 1.0
+_FAINT_REACH = (1.5, 1.0)
 _FAINT_RING = (0.15, 1.0)
 _FAINT_WINDOW = 0.8
 _FAINT_PASSES = 3
-_FAINT_MAX_PIECE = 0.15
+_FAINT_MAX_PIECE = (0.5, 0.15)
 _FAINT_BACKGROUND_CAP = 0.1
 _FAINT_SEAM = 0.04
 
@@ -464,7 +466,8 @@ def _grow_faint_once(smooth: np.ndarray, current: np.ndarray, zone: np.ndarray, 
     return _fill_holes(np.isin(labels, np.unique(labels[current & (labels > 0)])))
 
 
-def _grow_faint_tissue(work: np.ndarray, hand: np.ndarray, region: np.ndarray) -> np.ndarray:
+def _grow_faint_tissue(work: np.ndarray, hand: np.ndarray, region: np.ndarray, *, reach: float = 1.0,
+                       max_piece: float = 0.15) -> np.ndarray:
     """Grow the thresholded hand into soft tissue fainter than its threshold (thin fingertips).
 
     Judged against the local background rather than one global level, so that a fingertip whose
@@ -478,7 +481,7 @@ def _grow_faint_tissue(work: np.ndarray, hand: np.ndarray, region: np.ndarray) -
     s = max(work.shape) / WORK_SIDE
     smooth = cv2.GaussianBlur(work.astype(np.float32), (0, 0), max(0.8, s))
     hand_level = float(np.median(smooth[hand]))
-    zone = (_distance_from(hand) <= _FAINT_REACH * radius) & region
+    zone = (_distance_from(hand) <= reach * radius) & region
     current = hand
     for _ in range(_FAINT_PASSES):
         grown = _grow_faint_once(smooth, current, zone, radius, hand_level)
@@ -494,7 +497,7 @@ def _grow_faint_tissue(work: np.ndarray, hand: np.ndarray, region: np.ndarray) -
     _, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
     h, w = hand.shape
     x, y, bw, bh, area = (stats[:, i] for i in range(5))
-    leak = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h) | (area > _FAINT_MAX_PIECE * hand.sum())
+    leak = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h) | (area > max_piece * hand.sum())
     leak[0] = False
     if leak.any():
         near_leak = _distance_from(leak[labels]) <= seam + 1
@@ -503,6 +506,19 @@ def _grow_faint_tissue(work: np.ndarray, hand: np.ndarray, region: np.ndarray) -
         _, pieces = cv2.connectedComponents((hand | added).astype(np.uint8), connectivity=8)
         added &= np.isin(pieces, np.unique(pieces[hand & (pieces > 0)]))
     return _fill_holes(hand | added)
+
+
+def _grow_faint_tissue_safely(work: np.ndarray, hand: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """:func:`_grow_faint_tissue` twice: cautiously (the second :data:`_FAINT_REACH` and
+    :data:`_FAINT_MAX_PIECE`) and boldly (the first: far-reaching, and large pieces allowed, as whole
+    fingers fainter than the threshold are), keeping what either found. The bold growth is dropped
+    where it fills a plate (the mask turns into a solid rectangle); and its leak removal, which can
+    cut away a fingertip that the cautious growth kept, never takes anything away."""
+    (bold_reach, reach), (bold_piece, piece) = _FAINT_REACH, _FAINT_MAX_PIECE
+    cautious = _grow_faint_tissue(work, hand, region, reach=reach, max_piece=piece)
+    bold = _grow_faint_tissue(work, hand, region, reach=bold_reach, max_piece=bold_piece)
+    grown = _fill_holes(cautious | bold)
+    return cautious if _is_plate(_shape_stats(grown), grown.sum(), 0) else grown
 
 
 def _separation(image: np.ndarray, mask: np.ndarray) -> float:
@@ -548,7 +564,7 @@ def _segment_work(work: np.ndarray, faint_tissue: bool = True) -> tuple[np.ndarr
         kc = _disk(2)
         hand = _fill_holes(cv2.morphologyEx(hand.astype(np.uint8), cv2.MORPH_CLOSE, kc) > 0)
         if faint_tissue:
-            hand = _grow_faint_tissue(work, hand, region)
+            hand = _grow_faint_tissue_safely(work, hand, region)
         stats = _shape_stats(hand)
     frac = float(hand.mean())
     separation = _separation(work, hand)
@@ -590,9 +606,11 @@ def segment_hand(image: np.ndarray, *, faint_tissue: bool = True) -> tuple[np.nd
     the palm, holes are filled and the outline closed. Last, with ``faint_tissue``, the mask grows
     into soft tissue too faint for the second threshold (the thin soft tissue of fingertips often
     is): pixels brighter than the local background by three of its local standard deviations and
-    by 8% of the hand's contrast, within 1.0 palm radii of the mask and connected to it; pieces
-    that touch the image's edge or exceed 15% of the hand's area are leaks and are dropped, with
-    what they cut off from the hand.
+    by 8% of the hand's contrast, connected to it. Two growths are united: a cautious one, within
+    1.0 palm radii of the mask, where pieces that touch the image's edge or exceed 15% of the
+    hand's area are leaks and are dropped with what they cut off from the hand; and a bold one,
+    within 1.5 palm radii, pieces up to half the hand's area (whole fingers fainter than the
+    threshold), itself dropped where the grown mask would fill a plate.
 
     The hand counts as found when it covers 1-97% of the image, its palm's inscribed radius is
     at least 1.5% of the image's long side, its outline is not ragged and it is at least 0.4

@@ -172,6 +172,26 @@ def test_segment_keeps_faint_fingertip_but_not_edge_leak():
     assert not after[15:55, 257:287].any()  # the "L" stays out
 
 
+def test_segment_keeps_whole_faint_fingers(monkeypatch):
+    """Four fingers as faint as a thin fingertip, from the palm up (a quarter of the hand, reaching more
+    than a palm radius beyond it): the bold growth keeps them; the cautious one alone (pieces under
+    15% of the hand, within a palm radius) stops short."""
+    img, truth = _phantom()
+    fingers = truth.copy()
+    fingers[172:] = False  # above the palm; the thumb, lower down, keeps its soft tissue
+    img[fingers] = 0.17 * 0.85 + 0.05 + np.random.default_rng(2).normal(0, 0.01, fingers.sum())
+    without, _ = pp.segment_hand(img, faint_tissue=False)
+    grown, diag = pp.segment_hand(img, faint_tissue=True)
+    assert diag["diagnostics_hand_found"] == 1
+    assert without[fingers].mean() < 0.2
+    assert grown[fingers].mean() > 0.9
+    assert _iou(grown, truth) > 0.9 and not grown[15:55, 257:287].any()
+    monkeypatch.setattr(pp, "_FAINT_REACH", (1.0, 1.0))
+    monkeypatch.setattr(pp, "_FAINT_MAX_PIECE", (0.15, 0.15))
+    cautious, _ = pp.segment_hand(img, faint_tissue=True)
+    assert cautious[fingers].mean() < 0.8
+
+
 def test_segment_full_resolution_mask_has_input_shape(phantom):
     big = cv2.resize(phantom[0], (1280, 1536), interpolation=cv2.INTER_LINEAR)
     mask, diag = pp.segment_hand(big)
