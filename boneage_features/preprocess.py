@@ -151,6 +151,7 @@ _FAINT_RING = (0.15, 1.0)
 _FAINT_WINDOW = 0.8
 _FAINT_PASSES = 3
 _FAINT_MAX_PIECE = (0.5, 0.15)
+_FAINT_REACH_EDGE = 0.1
 _FAINT_BACKGROUND_CAP = 0.1
 _FAINT_SEAM = 0.04
 
@@ -467,21 +468,24 @@ def _grow_faint_once(smooth: np.ndarray, current: np.ndarray, zone: np.ndarray, 
 
 
 def _grow_faint_tissue(work: np.ndarray, hand: np.ndarray, region: np.ndarray, *, reach: float = 1.0,
-                       max_piece: float = 0.15) -> np.ndarray:
+                       max_piece: float = 0.15) -> tuple[np.ndarray, bool]:
     """Grow the thresholded hand into soft tissue fainter than its threshold (thin fingertips).
 
     Judged against the local background rather than one global level, so that a fingertip whose
     soft tissue is only slightly brighter than the film around it is kept; see :data:`_FAINT_SIGMAS`
     and the constants beside it. ``region`` is where the hand was searched (inside a plate or
-    collimation field when there is one); the growth stays inside it.
+    collimation field when there is one); the growth stays inside it. Returns the grown mask and
+    whether the growth was held back: a kept piece reached the edge of ``reach`` (palm radii) or a
+    piece inside the image was dropped for its size alone (over ``max_piece`` of the hand).
     """
     radius = _inscribed_radius(hand)
     if radius < 2 or hand.all():
-        return hand
+        return hand, False
     s = max(work.shape) / WORK_SIDE
     smooth = cv2.GaussianBlur(work.astype(np.float32), (0, 0), max(0.8, s))
     hand_level = float(np.median(smooth[hand]))
-    zone = (_distance_from(hand) <= reach * radius) & region
+    away = _distance_from(hand)
+    zone = (away <= reach * radius) & region
     current = hand
     for _ in range(_FAINT_PASSES):
         grown = _grow_faint_once(smooth, current, zone, radius, hand_level)
@@ -497,26 +501,33 @@ def _grow_faint_tissue(work: np.ndarray, hand: np.ndarray, region: np.ndarray, *
     _, labels, stats, _ = cv2.connectedComponentsWithStats(opened, connectivity=8)
     h, w = hand.shape
     x, y, bw, bh, area = (stats[:, i] for i in range(5))
-    leak = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h) | (area > max_piece * hand.sum())
+    edge = (x == 0) | (y == 0) | (x + bw == w) | (y + bh == h)
+    large = area > max_piece * hand.sum()
+    leak = edge | large
     leak[0] = False
+    held_back = bool((large & ~edge)[1:].any())
     if leak.any():
         near_leak = _distance_from(leak[labels]) <= seam + 1
         added &= ~near_leak
         # what the leaks' removal cut off from the hand is not kept either
         _, pieces = cv2.connectedComponents((hand | added).astype(np.uint8), connectivity=8)
         added &= np.isin(pieces, np.unique(pieces[hand & (pieces > 0)]))
-    return _fill_holes(hand | added)
+    held_back |= bool((added & (away > (reach - _FAINT_REACH_EDGE) * radius)).any())
+    return _fill_holes(hand | added), held_back
 
 
 def _grow_faint_tissue_safely(work: np.ndarray, hand: np.ndarray, region: np.ndarray) -> np.ndarray:
-    """:func:`_grow_faint_tissue` twice: cautiously (the second :data:`_FAINT_REACH` and
-    :data:`_FAINT_MAX_PIECE`) and boldly (the first: far-reaching, and large pieces allowed, as whole
-    fingers fainter than the threshold are), keeping what either found. The bold growth is dropped
-    where it fills a plate (the mask turns into a solid rectangle); and its leak removal, which can
-    cut away a fingertip that the cautious growth kept, never takes anything away."""
+    """:func:`_grow_faint_tissue` cautiously (the second :data:`_FAINT_REACH` and
+    :data:`_FAINT_MAX_PIECE`) and, where that was held back, boldly too (the first: far-reaching,
+    and large pieces allowed, as whole fingers fainter than the threshold are), keeping what either
+    found. The bold growth is dropped where it fills a plate (the mask turns into a solid
+    rectangle); its leak removal, which can cut away a fingertip the cautious growth kept, never
+    takes anything away."""
     (bold_reach, reach), (bold_piece, piece) = _FAINT_REACH, _FAINT_MAX_PIECE
-    cautious = _grow_faint_tissue(work, hand, region, reach=reach, max_piece=piece)
-    bold = _grow_faint_tissue(work, hand, region, reach=bold_reach, max_piece=bold_piece)
+    cautious, held_back = _grow_faint_tissue(work, hand, region, reach=reach, max_piece=piece)
+    if not held_back:
+        return cautious
+    bold, _ = _grow_faint_tissue(work, hand, region, reach=bold_reach, max_piece=bold_piece)
     grown = _fill_holes(cautious | bold)
     return cautious if _is_plate(_shape_stats(grown), grown.sum(), 0) else grown
 
