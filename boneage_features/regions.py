@@ -282,6 +282,8 @@ _RATIO_CAP = 12.0
 # proximal phalanx separates those far less (1.2-1.8 right, 1.3-2.0 on the carpus).
 _THUMB_RATIO = {"mc1": (-0.03, 0.10, 0.07), "pp1": (-0.39, 0.15, 0.12)}
 _MCP_ROW = 0.25
+# The first metacarpal's line: from its MCP joint through this fraction of the way to its CMC joint.
+_MC1_SHAFT = 0.6
 
 
 def _ratio_penalty(value: float, prior: tuple) -> float:
@@ -718,6 +720,23 @@ def _ray(image, hand, tips, valleys, k, palm, radius, known_direction=None):
             "joints": candidates[0][1], "score": candidates[0][0]}
 
 
+def _straight_cmc(track: np.ndarray, mcp: int, cmc: int, point: np.ndarray, toward_tip: np.ndarray):
+    """The thumb's CMC joint on its first metacarpal's own line.
+
+    The metacarpal is straight, but at its base the track tends to veer towards the palm onto the
+    trapezium or the second metacarpal's base. The joint is put on the shaft's line (from the MCP
+    joint, index ``mcp`` of ``track``, through :data:`_MC1_SHAFT` of the way to the CMC joint,
+    ``cmc``) at the joint's straight distance from the MCP. Returns (point, toward_tip); the given
+    ``point`` and ``toward_tip`` where the shaft has no length.
+    """
+    start = track[mcp]
+    shaft = track[min(len(track) - 1, mcp + max(2, int(_MC1_SHAFT * (cmc - mcp))))] - start
+    if np.hypot(*shaft) == 0:
+        return point, toward_tip
+    toward_tip = -_unit(shaft)
+    return start - float(np.hypot(*(track[cmc] - start))) * toward_tip, toward_tip
+
+
 def _choose_consistent(rays: dict) -> None:
     """Pick one joint triple per finger (2-5) so that the fingers agree with each other.
 
@@ -870,6 +889,7 @@ def _detect(image: np.ndarray, mask: np.ndarray) -> HandRegions:
         t1 = None if cut else -_tangent(track, j1)
         side = float(np.hypot(*(p3 - p2)))
         if finger == 1:
+            p3, t3 = _straight_cmc(track, j2, j3, p3, t3)
             side *= 0.68  # the proximal phalanx, from the metacarpal's length
             if not cut:
                 side = float(np.hypot(*(p2 - p1)))

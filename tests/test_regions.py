@@ -201,6 +201,25 @@ def test_shallow_distal_joint_is_a_candidate_only_in_the_second_look():
     assert all(86 not in joints for _, joints in _joints(profile_far, _SEGMENTS["little"], weak=True, **options))
 
 
+def test_thumb_cmc_stays_on_the_metacarpal_line():
+    """A thumb track straight down the first metacarpal that veers sideways over its last third (onto
+    the trapezium or the second metacarpal's base): the CMC joint is put on the shaft's line, at the
+    joint's distance from the MCP."""
+    from boneage_features.regions import _straight_cmc
+
+    down = np.column_stack([np.full(41, 100.0), np.arange(100.0, 141.0)])  # MCP at y=100, shaft to y=140
+    veer = np.column_stack([100.0 - np.arange(1.0, 21.0), np.full(20, 140.0)])  # then 20 px sideways
+    track = np.vstack([down, veer])
+    point, toward_tip = _straight_cmc(track, 0, 60, track[60], np.array([1.0, 0.0]))
+    distance = float(np.hypot(*(track[60] - track[0])))
+    np.testing.assert_allclose(point, [100.0, 100.0 + distance], atol=1e-6)
+    np.testing.assert_allclose(toward_tip, [0.0, -1.0], atol=1e-6)
+    # a straight track keeps its joint
+    straight = down
+    point, _ = _straight_cmc(straight, 0, 40, straight[40], np.array([0.0, -1.0]))
+    np.testing.assert_allclose(point, straight[40], atol=1e-6)
+
+
 def test_detect_regions_checks_its_arguments():
     with pytest.raises(ValueError, match="same shape"):
         detect_regions(np.zeros((10, 10)), np.zeros((10, 11), bool))
