@@ -282,6 +282,12 @@ _RATIO_CAP = 12.0
 # proximal phalanx separates those far less (1.2-1.8 right, 1.3-2.0 on the carpus).
 _THUMB_RATIO = {"mc1": (-0.03, 0.10, 0.07), "pp1": (-0.39, 0.15, 0.12)}
 _MCP_ROW = 0.25
+# The ulna's end (_ulna_end): tracked up from _ULNA_BACK third proximal phalanges below the level
+# shared with the radius; it ends where the profile stays under _ULNA_END of the shaft's brightness;
+# an end further than _ULNA_REACH of those lengths from that level is a wrong turn.
+_ULNA_BACK = 0.6
+_ULNA_END = 0.75
+_ULNA_REACH = 0.6
 # The first metacarpal's line: from its MCP joint through this fraction of the way to its CMC joint.
 _MC1_SHAFT = 0.6
 
@@ -910,7 +916,7 @@ def _detect(image: np.ndarray, mask: np.ndarray) -> HandRegions:
                 regions[f"mc{finger}"] = _box(f"mc{finger}", p3, t3, -0.15 * side, 0.55 * side)
     diag["diagnostics_fingers_cut"] = float(cut_fingers)
     if 3 in rays:
-        regions.update(_wrist(mask, mask.astype(np.float32), rays[3], landmarks))
+        regions.update(_wrist(image, mask, mask.astype(np.float32), rays[3], landmarks))
     landmarks = {name: (float(x), float(y)) for name, (x, y) in landmarks.items()}
     for name in REGION_NAMES:
         regions.setdefault(name, Region(name))
@@ -966,7 +972,7 @@ def _forearm_direction(mask: np.ndarray, start: np.ndarray, reach: float) -> np.
     return _unit(np.array([b, 1.0]))
 
 
-def _wrist(mask: np.ndarray, mask_f: np.ndarray, ray3: dict, landmarks: dict) -> dict:
+def _wrist(image: np.ndarray, mask: np.ndarray, mask_f: np.ndarray, ray3: dict, landmarks: dict) -> dict:
     """Radius, ulna and carpal regions, from the thumb's CMC joint and the forearm's axis.
 
     The first metacarpal's base (CMC1, found on the thumb's ray) sits on the distal carpal row: its
@@ -1011,7 +1017,7 @@ def _wrist(mask: np.ndarray, mask_f: np.ndarray, ray3: dict, landmarks: dict) ->
         return {}
     left = level - ulnar * normal
     radius_c = left + 0.64 * width * normal
-    ulna_c = left + 0.24 * width * normal
+    ulna_c = _ulna_end(image, mask, left + 0.24 * width * normal, v, normal, length, width)
     carpal_c = base + carpal_s * v + 0.05 * width * normal
     landmarks.update(radius=tuple(radius_c), ulna=tuple(ulna_c))
     angle = _angle(-v)
@@ -1020,6 +1026,42 @@ def _wrist(mask: np.ndarray, mask_f: np.ndarray, ray3: dict, landmarks: dict) ->
         "ulna": Region("ulna", tuple(map(float, ulna_c)), (0.6 * length, 0.3 * width), angle, True),
         "carpal": Region("carpal", tuple(map(float, carpal_c)), (0.9 * length, 0.65 * width), angle, True),
     }
+
+
+def _ulna_end(image: np.ndarray, mask: np.ndarray, estimate: np.ndarray, v: np.ndarray, normal: np.ndarray,
+              length: float, width: float) -> np.ndarray:
+    """The ulna's distal end, followed up its shaft from below ``estimate``; ``estimate`` where that fails.
+
+    The ulna ends further from the fingers than the radius by a varying amount (ulnar variance), so
+    the level shared with the radius often puts its box on the carpus or on the shaft. From
+    :data:`_ULNA_BACK` ``length`` (P, the third proximal phalanx) down the forearm (``v``, away from the
+    fingers) the track starts on the brightest point across (within a tenth of the wrist's
+    ``width``), follows the bone towards the fingers, and stops where the profile stays under
+    :data:`_ULNA_END` of the shaft's brightness (the joint space beyond the ulnar head, or an open
+    growth plate). An end more than :data:`_ULNA_REACH` P along or 0.15 ``width`` across from the
+    estimate is taken for a wrong turn.
+    """
+    from scipy.ndimage import gaussian_filter1d
+
+    back = _ULNA_BACK * length
+    while back > 0 and not _on_mask(mask, estimate + back * v):
+        back -= 1.0
+    below = estimate + back * v
+    across = np.arange(-0.1 * width, 0.1 * width + 0.5, 0.5)
+    section = gaussian_filter1d(_sample(image, below[None, :] + across[:, None] * normal[None, :]), 2.0)
+    start = below + float(across[np.argmax(section)]) * normal
+    track = _track(image, start, -v, length=back + 0.8 * length, half_width=0.06 * length)
+    profile = gaussian_filter1d(_profile(image, track, 0.05 * length), 1.0)
+    shaft = float(np.median(profile[: max(3, int(0.3 * length))]))
+    dark = profile < _ULNA_END * shaft
+    run = int(0.05 * length) + 2
+    for i in range(int(0.15 * length), len(profile) - run):
+        if dark[i : i + run].all():
+            offset = track[i] - estimate
+            if abs(float(np.dot(offset, v))) <= _ULNA_REACH * length and abs(float(np.dot(offset, normal))) <= 0.15 * width:
+                return track[i]
+            break
+    return estimate
 
 
 #: Codes of ``diagnostics_regions_check``: which geometric check failed first (0 = all passed).

@@ -220,6 +220,25 @@ def test_thumb_cmc_stays_on_the_metacarpal_line():
     np.testing.assert_allclose(point, straight[40], atol=1e-6)
 
 
+def test_ulna_box_goes_to_the_ulnas_end():
+    """A forearm seen upright: an ulna ending at y=100, a carpal bone beyond a joint space. From a level
+    that put the box on the carpal bone or on the shaft, the ulna is followed to its end; a bone that
+    ends too far from the level is not followed off the hand."""
+    from boneage_features.regions import _ulna_end
+
+    image = np.zeros((200, 200), np.float32)
+    image[20:, 30:170] = 0.3  # soft tissue
+    image[100:, 60:76] = 0.8 - 0.3 * np.abs(np.arange(60, 76) - 67.5) / 8  # the ulna (brightest along its axis), up to y=100
+    image[70:90, 55:81] = 0.7  # a carpal bone beyond the joint space
+    mask = image > 0
+    down, across = np.array([0.0, 1.0]), np.array([1.0, 0.0])
+    for estimate in ((67.0, 85.0), (67.0, 120.0)):
+        end = _ulna_end(image, mask, np.array(estimate), down, across, 40.0, 120.0)
+        assert abs(end[0] - 67.5) <= 3 and abs(end[1] - 100.0) <= 3, (estimate, end)
+    far = np.array([67.0, 170.0])  # the end lies 70 px (1.75 lengths) away: kept where it was
+    np.testing.assert_array_equal(_ulna_end(image, mask, far, down, across, 40.0, 120.0), far)
+
+
 def test_detect_regions_checks_its_arguments():
     with pytest.raises(ValueError, match="same shape"):
         detect_regions(np.zeros((10, 10)), np.zeros((10, 11), bool))
