@@ -5,9 +5,9 @@ seeded, as a manifest plus 2.5x overlays written by ``boneage-features regions``
 
 Writes ``eye_check/manifest.csv`` (id, image, sex, boneage, sorted by age) and runs the ``regions``
 command on it, so ``eye_check/overlays/<id>.png`` can be looked at one by one. The verdicts of the
-checks are in ``tests/data/regions_eye_check.csv`` (seed 0: detectors 3, 4 and 5) and
+checks are in ``tests/data/regions_eye_check.csv`` (seed 0: detectors 3, 4, 5 and 6) and
 ``tests/data/regions_eye_check_seed1.csv`` (seed 1, a fresh draw for detector 4, looked at again for
-detector 5).
+detectors 5 and 6).
 """
 
 import argparse
