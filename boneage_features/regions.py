@@ -231,7 +231,8 @@ def _not_found(diagnostics: dict | None = None) -> HandRegions:
 # The little finger has its own priors ("little"): its distal phalanx is nearly as long as its short
 # middle one, and its web lies lower on the proximal phalanx. On the 62 little fingers judged right by
 # eye (tests/data/regions_eye_check*.csv), 10th-90th percentiles: first/second 0.74-1.09 (median
-# 0.90), second/third 0.52-0.63 (0.59), web fraction 0.49-0.74 (0.62).
+# 0.90), second/third 0.52-0.63 (0.59), web fraction 0.49-0.74 (0.62). Those were found under the
+# finger priors, so the first ratio's prior is centred a little lower (0.85) and kept wide.
 _SEGMENTS = {"finger": ((0.6, 0.3), (0.62, 0.1)), "little": ((0.85, 0.3), (0.59, 0.1)), "thumb": ((0.72, 0.3), (0.68, 0.14))}
 _WEB_FRACTION = {"finger": (0.75, 0.15), "little": (0.6, 0.15), "thumb": (0.0, 0.2)}
 _MIN_WEB = {1: 1.0, 2: 1.0, 3: 1.0, 4: 1.0, 5: 0.6}
@@ -982,7 +983,8 @@ def _wrist(image: np.ndarray, mask: np.ndarray, mask_f: np.ndarray, ray3: dict, 
     forearm's own axis (:func:`_forearm_direction`; the middle finger's line where the crop shows too
     little forearm): the carpus is centred about 0.3 P along it and the distal epiphyses of the radius
     and ulna about 0.75 P along it. Across the axis, the radius takes the thumb side of the wrist and
-    the ulna the other side, from the hand's edges at that level.
+    the ulna the other side, from the hand's edges at that level; the ulna's box then goes to the
+    ulna's own end (:func:`_ulna_end`), which lies short of the radius's by a varying amount.
     """
     track, (_, j2, j3) = ray3["track"], ray3["joints"]
     mcp, pip = track[j3], track[j2]
