@@ -22,6 +22,14 @@ Time guard: ``--time-budget`` seconds from the start of this script. Each run ge
 is left in proportion to its size (fold runs 0.8, the full run 1.0); inside a run the epochs are
 cut after the first one if they would not fit (see ``boneage_features.embed.train.fit``), and later
 runs use the epochs that the first run could afford.
+
+``--nested`` trains, instead, one network per pair of folds {a, b} (10 for 5 folds) on the three
+other folds and predicts both folds a and b. Nested cross-validation of the stacked booster needs
+these: when fold k is evaluated, a training row of fold j must get its CNN age from a network that
+saw neither fold j nor fold k, i.e. the pair network {j, k}; one such network serves outer fold k for
+the rows of fold j and outer fold j for the rows of fold k. Written: ``nested.csv`` (id, fold,
+boneage, male, ``cnn_age_<k>`` = the row's age from the network without its own fold and fold k;
+empty where k is the row's own fold or the pair was not run) and ``log.txt``.
 """
 
 from __future__ import annotations
@@ -137,6 +145,9 @@ def main(argv=None) -> int:
                     help="'small' (96x80) or H W to resize the packed images (smoke tests)")
     ap.add_argument("--device", default="auto")
     ap.add_argument("--skip-full", action="store_true")
+    ap.add_argument("--nested", action="store_true",
+                    help="one network per pair of folds (nested CV of the stacked booster); "
+                         "no out-of-fold run, no full run")
     args = ap.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
@@ -177,6 +188,8 @@ def main(argv=None) -> int:
     del images
 
     n = len(labels)
+    if args.nested:
+        return _nested(args, labels, folds, x_all, sex_all, age_all, weights, dev, log)
     oof_age = np.full(n, np.nan, np.float32)
     oof_emb = np.zeros((n, 1280), np.float32)
     done: list[int] = []
@@ -239,6 +252,73 @@ def main(argv=None) -> int:
             f"{hist['train_loss'][-1]:.2f} months; saved {path.name} "
             f"({path.stat().st_size / 2**20:.1f} MiB)")
     summary["total_seconds"] = time.time() - T0
+    log("SUMMARY " + json.dumps(summary))
+    return 0
+
+
+def _write_nested(out: Path, labels, nested) -> None:
+    df = labels[["id", "fold", "boneage", "male"]].copy()
+    for k in range(nested.shape[1]):
+        df[f"cnn_age_{k}"] = nested[:, k]
+    tmp = out / "nested.csv.tmp"
+    df.to_csv(tmp, index=False, float_format="%.3f")
+    tmp.replace(out / "nested.csv")
+
+
+def _nested(args, labels, folds, x_all, sex_all, age_all, weights, dev, log) -> int:
+    """One network per pair of folds, trained on the other folds, predicting both (see the module)."""
+    import itertools
+
+    import torch
+
+    from boneage_features.embed.backbone import build_model
+    from boneage_features.embed.train import TrainConfig, fit, predict
+
+    n_folds = int(folds.max()) + 1
+    pairs = list(itertools.combinations(range(n_folds), 2))
+    y = labels["boneage"].to_numpy()
+    nested = np.full((len(labels), n_folds), np.nan, np.float32)
+    epochs = args.epochs
+    runs_left = float(len(pairs))
+    done = []
+    for a, b in pairs:
+        tr = np.flatnonzero((folds != a) & (folds != b))
+        te = np.flatnonzero((folds == a) | (folds == b))
+        tr_t, te_t = torch.from_numpy(tr).to(dev), torch.from_numpy(te).to(dev)
+        left = args.time_budget - _RESERVE_S - (time.time() - T0)
+        budget = max(1.0, left / runs_left)
+        seed = 100 + 10 * a + b
+        log(f"pair {a}{b}: train {len(tr)}, predict {len(te)}, {epochs} epochs, budget {budget:.0f}s, "
+            f"seed {seed}")
+        torch.manual_seed(seed)
+        model = build_model(weights_path=weights).to(dev)
+        cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr,
+                          head_lr=args.head_lr, seed=seed, time_budget=budget)
+        hist = fit(model, x_all[tr_t], sex_all[tr_t], age_all[tr_t], config=cfg, log=log)
+        epochs = min(epochs, hist["epochs_planned"])
+        age, _ = predict(model, x_all[te_t], sex_all[te_t])
+        # A row of fold a gets this network's age as its feature when fold b is evaluated, and
+        # the other way round.
+        in_a = folds[te] == a
+        nested[te[in_a], b] = age[in_a]
+        nested[te[~in_a], a] = age[~in_a]
+        mae_a = float(np.mean(np.abs(age[in_a] - y[te[in_a]])))
+        mae_b = float(np.mean(np.abs(age[~in_a] - y[te[~in_a]])))
+        log(f"pair {a}{b}: MAE fold {a} {mae_a:.2f}, fold {b} {mae_b:.2f} months; "
+            f"{hist['epochs_run']} epochs in {hist['seconds']:.1f}s"
+            + (" (stopped by the time budget)" if hist["stopped_by_budget"] else ""))
+        done.append(f"{a}{b}")
+        runs_left -= 1
+        _write_nested(args.out, labels, nested)
+        del model
+    own = np.isnan(nested).sum(axis=1)
+    err = np.abs(nested - y[:, None])
+    summary = {"pairs_done": done, "epochs": epochs,
+               "nested_mae": float(np.nanmean(err)) if np.isfinite(err).any() else None,
+               "nested_mae_by_outer_fold": {int(k): float(np.nanmean(err[:, k]))
+                                            for k in range(n_folds) if np.isfinite(err[:, k]).any()},
+               "rows_with_all_ages": int(np.sum(own == 1)),
+               "total_seconds": time.time() - T0}
     log("SUMMARY " + json.dumps(summary))
     return 0
 
