@@ -93,6 +93,15 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None, ma
     Features are extracted once (and cached); each fold fits a fresh regressor on the other folds'
     rows and predicts its own, so no fold's prediction saw its own labels.
 
+    With a stacked CNN, no feature may come from a network that saw the evaluated fold either
+    (nested cross-fitting). Images the CNN never saw get the network's age, which is honest in any
+    fold. For the CNN's own training images the folds are the CNN's cross-fitting folds (those of
+    :func:`make_folds` on its whole training manifest): the evaluated fold k gets its out-of-fold ages
+    (from the network trained without fold k) and the training rows of fold j the age from the
+    network trained without folds j and k (``cnn_age_<k>`` in the out-of-fold table). A table
+    without those ages is used as before, with a warning that the estimate is slightly optimistic;
+    a mix of seen and unseen images is refused.
+
     Parameters
     ----------
     pipeline : Pipeline
@@ -112,7 +121,9 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None, ma
     -------
     dict
         ``overall`` and ``folds`` metrics, ``predictions`` (DataFrame: id, fold, boneage, predicted,
-        male), ``config`` and timings.
+        male), ``config`` (with ``cnn_stacking``: "nested", "not nested", "unseen images", "network
+        ages" or None)
+        and timings.
     """
     y = pd.Series(np.asarray(y, dtype=float), index=X.index)
     start = time.perf_counter()
@@ -122,14 +133,21 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None, ma
         table, _ = clone(pipeline).make_table(X, oof=True)
     extract_s = time.perf_counter() - start
     male = table[SEX_FEATURE].to_numpy() >= 0.5 if male is None else np.asarray(male, dtype=bool)
-    folds = make_folds(y.to_numpy(), male, n_splits=n_splits, random_state=random_state)
+    stacking, folds, nested = None, None, None
+    if pipeline.cnn is not None:
+        stacking, folds, nested = _cnn_cross_fitting(pipeline.cnn, X, n_splits)
+    if folds is None:
+        folds = make_folds(y.to_numpy(), male, n_splits=n_splits, random_state=random_state)
     predicted = np.empty(len(y))
     per_fold = []
     fit_start = time.perf_counter()
     for fold in range(n_splits):
         test = folds == fold
         regressor = clone(pipeline)._new_regressor()
-        regressor.fit(table[~test], y.to_numpy()[~test])
+        train = table[~test]
+        if nested is not None:
+            train = train.assign(**{nested[0]: nested[1][~test, fold]})
+        regressor.fit(train, y.to_numpy()[~test])
         predicted[test] = regressor.predict(table[test])
         metrics = regression_metrics(y.to_numpy()[test], predicted[test], male[test])
         per_fold.append({"fold": fold, "n": metrics["n"], "mae": metrics["mae"], "rmse": metrics["rmse"]})
@@ -143,6 +161,7 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None, ma
             "booster": pipeline.booster,
             "sex_mode": pipeline.sex_mode,
             "cnn": pipeline.cnn is not None,
+            "cnn_stacking": stacking,
             "features": _feature_layout(pipeline),
             "n_splits": n_splits,
             "random_state": random_state,
@@ -153,6 +172,52 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None, ma
         "timing_s": {"features": round(extract_s, 1), "fit_predict": round(time.perf_counter() - fit_start, 1)},
         "predictions": predictions,
     }
+
+
+def _cnn_cross_fitting(cnn, X, n_splits):
+    """``(stacking, folds, nested)`` for cross-validating a booster stacked on ``cnn`` (see
+    :func:`cross_validate`): folds None means :func:`make_folds`; ``nested`` is ``(column, ages)``
+    with ``ages[i, k]`` the row's CNN age when fold k is evaluated, or None."""
+    from .embed.embedder import AGE_FEATURE
+
+    cnn = clone(cnn)
+    if cnn._oof_path() is None:
+        logger.info("no out-of-fold table: every CNN age comes from the network, which is honest only "
+                    "for images it was not trained on")
+        return "network ages", None, None
+    cross_fit = cnn.cross_fit_ages(X)
+    if cross_fit is None:
+        logger.warning("the CNN's out-of-fold table gives no folds: if it holds any of these images, "
+                       "the booster's training rows carry CNN ages from networks that saw the evaluated "
+                       "fold (slightly optimistic)")
+        return "not nested", None, None
+    seen = cross_fit["fold"].notna().to_numpy()
+    if not seen.any():
+        return "unseen images", None, None
+    if not seen.all():
+        raise ValueError(
+            f"{int(seen.sum())} of {len(seen)} images were the CNN's training images and the others were "
+            "not: their CNN ages are not comparable in one cross-validation; evaluate the two sets apart"
+        )
+    folds = cross_fit["fold"].to_numpy().astype(int)
+    n_cnn = int(folds.max()) + 1
+    if n_cnn != n_splits:
+        raise ValueError(f"the CNN was cross-fitted on {n_cnn} folds: evaluate with {n_cnn} folds "
+                         f"(got {n_splits}), so that its folds are the evaluation's")
+    columns = [f"cnn_age_{k}" for k in range(n_splits)]
+    if not set(columns) <= set(cross_fit.columns):
+        logger.warning("the CNN's out-of-fold table has no nested ages (cnn_age_0 ...): the booster's "
+                       "training rows carry CNN ages from networks that saw the evaluated fold "
+                       "(slightly optimistic)")
+        return "not nested", folds, None
+    ages = cross_fit[columns].to_numpy(dtype=float)
+    other = folds[:, None] != np.arange(n_splits)[None, :]
+    missing = other & ~np.isfinite(ages)
+    if missing.any():
+        row = int(np.flatnonzero(missing.any(axis=1))[0])
+        raise ValueError(f"the CNN's out-of-fold table lacks {int(missing.sum())} nested ages "
+                         f"(first: row {X.index[row]!r}, fold {folds[row]})")
+    return "nested", folds, (AGE_FEATURE, ages)
 
 
 def _feature_layout(pipeline) -> str:
@@ -171,7 +236,7 @@ def format_report(result: dict) -> str:
     config = result["config"]
     lines = [
         f"{config['n_splits']}-fold CV, booster={config['booster']}, sex_mode={config['sex_mode']}, "
-        f"cnn={'yes' if config.get('cnn') else 'no'}, features={config.get('features', '?')}, "
+        f"cnn={config.get('cnn_stacking') or 'yes' if config.get('cnn') else 'no'}, features={config.get('features', '?')}, "
         f"{config['n_features']} features, n={overall['n']}",
         f"{'':<12}{'n':>7}{'MAE':>9}",
         f"{'all':<12}{overall['n']:>7}{overall['mae']:>9.2f}",

@@ -9,6 +9,13 @@ network comes with out-of-fold ages (``cnn_oof.csv``): for each training radiogr
 a network cross-fitted on the four other folds (the folds of :func:`boneage_features.evaluate.make_folds`).
 With ``oof=True`` (what :meth:`Pipeline.fit` and cross-validation ask for) an image found there, by the
 SHA-1 of its file, gets its out-of-fold age; every other image is run through the network.
+
+Cross-validating the stacked booster needs one step more (nested cross-fitting): when fold k is
+evaluated, the booster's training rows must not carry ages from networks that saw fold k, and each
+out-of-fold network but the k-th did. The same table therefore also holds, for each row of fold j and
+each other fold k, ``cnn_age_<k>``: the age from a network trained on the three folds other than j
+and k (one network per pair of folds, 10 for 5 folds). :meth:`CNNEmbedder.cross_fit_ages` reads them;
+:func:`boneage_features.evaluate.cross_validate` uses them.
 Embeddings have no out-of-fold version that a booster could use (each fold's network has its own
 feature axes), so they are off by default.
 
@@ -51,7 +58,9 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
         ``artifacts/cnn/lite0_boneage.pt`` when None.
     oof_table : str or Path, optional
         CSV with ``sha1`` and ``cnn_age`` columns: out-of-fold ages of the images the network was
-        trained on; the shipped ``artifacts/cnn/cnn_oof.csv`` when None (only with default weights).
+        trained on; optionally ``fold`` (each image's cross-fitting fold) and ``cnn_age_<k>`` (nested
+        ages, see above). The shipped ``artifacts/cnn/cnn_oof.csv`` when None (only with default
+        weights).
     size : (int, int), default=(320, 256)
         (height, width) of the preprocessed hand the network sees; as in training.
     include_embedding : bool, default=False
@@ -96,12 +105,39 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
     def _weights_path(self) -> Path:
         return Path(self.weights) if self.weights is not None else _artifact(_WEIGHTS_FILE)
 
-    def _oof(self) -> dict:
+    def _oof_path(self) -> Path | None:
         if self.oof_table is None and self.weights is not None:
+            return None
+        return Path(self.oof_table) if self.oof_table is not None else _artifact(_OOF_FILE)
+
+    def _oof(self) -> dict:
+        path = self._oof_path()
+        if path is None:
             return {}
-        path = Path(self.oof_table) if self.oof_table is not None else _artifact(_OOF_FILE)
         table = pd.read_csv(path, usecols=["sha1", "cnn_age"])
         return dict(zip(table["sha1"], table["cnn_age"].astype(float)))
+
+    def cross_fit_ages(self, X) -> pd.DataFrame | None:
+        """Cross-fitting fold and nested ages of each row of ``X`` that the network was trained on.
+
+        Returns None when the out-of-fold table gives no folds (or there is none). Otherwise a
+        DataFrame indexed like ``X``: ``fold`` (NaN for an image the network never saw) and one
+        ``cnn_age_<k>`` column per fold the table has them for: the row's age from a network that
+        saw neither the row's fold nor fold k (NaN where k is the row's own fold).
+        """
+        path = self._oof_path()
+        if path is None:
+            return None
+        table = pd.read_csv(path)
+        if "fold" not in table.columns:
+            return None
+        nested = sorted((c for c in table.columns if c.startswith("cnn_age_") and c[8:].isdigit()),
+                        key=lambda c: int(c[8:]))
+        table = table.drop_duplicates("sha1").set_index("sha1")[["fold", *nested]]
+        keys = [None if isinstance(ref, np.ndarray) else file_sha1(ref) for ref in X["image"]]
+        out = table.reindex(keys).astype(float)
+        out.index = X.index
+        return out
 
     def _network(self):
         if getattr(self, "_net", None) is None:
