@@ -52,7 +52,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 #: Bump when a change to the detector moves regions for the same image; it keys the feature cache.
-DETECTOR_VERSION = 6
+DETECTOR_VERSION = 7
 
 #: The regions, in feature-table order: the TW3 RUS bones (thumb, middle and little finger rays, then
 #: radius and ulna) and the carpus. Metacarpals 3 and 5 are read at their heads (distal epiphyses);
@@ -140,7 +140,8 @@ class HandRegions:
         its checks; a distal phalanx cut off by the film's edge is not on the film),
         ``diagnostics_regions_check`` (the first failed check, :data:`CHECKS`),
         ``diagnostics_fingers_found`` (fingertips on the contour), ``diagnostics_fingers_from_bone`` (1
-        when the fingertips came from the finger bones instead), ``diagnostics_fingers_cut`` (rays
+        when the fingertips came from the finger bones instead), ``diagnostics_thumb_adducted`` (1 when
+        the thumb's tip was taken near the palm, beside four fingertips), ``diagnostics_fingers_cut`` (rays
         whose distal phalanx is off the film), ``diagnostics_palm_radius`` and
         ``diagnostics_regions_error`` (1 when the detector itself failed on the image).
     """
@@ -198,7 +199,8 @@ def _not_found(diagnostics: dict | None = None) -> HandRegions:
     diag = {f"diagnostics_{name}_found": 0.0 for name in REGION_NAMES}
     diag.update(
         diagnostics_regions_found=0.0, diagnostics_regions_ok=0.0, diagnostics_regions_check=1.0,
-        diagnostics_fingers_found=0.0, diagnostics_fingers_from_bone=0.0, diagnostics_fingers_cut=0.0,
+        diagnostics_fingers_found=0.0, diagnostics_fingers_from_bone=0.0, diagnostics_thumb_adducted=0.0,
+        diagnostics_fingers_cut=0.0,
         diagnostics_palm_radius=math.nan, diagnostics_regions_error=0.0,
     )
     if diagnostics:
@@ -259,6 +261,9 @@ _START_REACH = 0.5
 # together leave only shallow notches between their tips and a second search takes those.
 _TIP_PROMINENCE = 0.12
 _TOUCHING_PROMINENCE = 0.04
+# The nearest a thumb held against the hand may reach, in palm radii from the palm centre (other
+# fingertips: 1.3).
+_THUMB_REACH = 1.0
 # Where the proximal phalanges cross the hand, in palm radii above the palm centre (fingers held
 # together, _tips_from_bones).
 _BONE_ROWS = (1.3, 1.7)
@@ -340,12 +345,16 @@ def _circular_smooth(values: np.ndarray, width: int) -> np.ndarray:
 
 
 def _tips_and_valleys(contour: np.ndarray, palm: np.ndarray, radius: float, shape,
-                      prominence: float = _TIP_PROMINENCE) -> tuple[list, list]:
+                      prominence: float = _TIP_PROMINENCE, adducted_thumb: bool = False) -> tuple[list, list]:
     """Fingertip and valley contour indices: peaks and troughs of the distance from the palm centre.
 
     Candidate tips lie above the wrist (not lower than half a palm radius under the palm centre) and
-    off the canvas's bottom edge. Returns (tips, valleys) as contour indices, tips ordered by angle
-    from the image's left (little finger) to its right (thumb), valleys between consecutive tips.
+    off the canvas's bottom edge, at least 1.3 palm radii from its centre. With ``adducted_thumb``,
+    when exactly four such tips are found, the most prominent peak nearer the palm (from
+    :data:`_THUMB_REACH` radii) on the thumb's side of all four is taken as the thumb: a thumb held
+    against the hand reaches little beyond the palm. Returns (tips, valleys) as contour indices, tips
+    ordered by angle from the image's left (little finger) to its right (thumb), valleys between
+    consecutive tips.
     """
     from scipy.signal import find_peaks
 
@@ -359,18 +368,27 @@ def _tips_and_valleys(contour: np.ndarray, palm: np.ndarray, radius: float, shap
     order = np.roll(np.arange(n), -start)
     d = dist[order]
     peaks, props = find_peaks(d, prominence=prominence * radius, distance=max(3, int(0.3 * radius)))
-    keep = []
+    def angle(i):
+        return math.atan2(contour[i, 0] - palm[0], palm[1] - contour[i, 1])
+
+    keep, near = [], []
     for p, prom in zip(peaks, props["prominences"]):
         x, y = contour[order[p]]
         if y > palm[1] + 0.5 * radius or y >= shape[0] - 2:
             continue
         if d[p] < 1.3 * radius:
+            if d[p] >= _THUMB_REACH * radius and x > palm[0]:
+                near.append((order[p], prom, d[p]))
             continue
         keep.append((order[p], prom, d[p]))
     if len(keep) > 5:  # drop the least prominent extras (markers, film edges)
         keep = sorted(keep, key=lambda t: -t[1] * t[2])[:5]
+    if adducted_thumb and len(keep) == 4:
+        beyond = [t for t in near if angle(t[0]) > max(angle(k[0]) for k in keep)]
+        if beyond:
+            keep.append(max(beyond, key=lambda t: t[1]))
     tips = [t[0] for t in keep]
-    angles = [math.atan2(contour[i, 0] - palm[0], palm[1] - contour[i, 1]) for i in tips]
+    angles = [angle(i) for i in tips]
     tips = [t for _, t in sorted(zip(angles, tips))]
     valleys = []
     pos = {int(np.flatnonzero(order == t)[0]): t for t in tips}
@@ -858,7 +876,8 @@ def _detect(image: np.ndarray, mask: np.ndarray) -> HandRegions:
     if len(tips) < 5:  # fingers held together: only shallow notches part the fingertips
         tips, valleys = _tips_and_valleys(contour, palm, radius, mask.shape, prominence=_TOUCHING_PROMINENCE)
     diag = {"diagnostics_palm_radius": radius, "diagnostics_fingers_found": float(len(tips)),
-            "diagnostics_fingers_from_bone": 0.0, "diagnostics_regions_error": 0.0}
+            "diagnostics_fingers_from_bone": 0.0, "diagnostics_thumb_adducted": 0.0,
+            "diagnostics_regions_error": 0.0}
     tips, valleys = [contour[i] for i in tips], [contour[i] for i in valleys]
     directions = [None] * 5
     if len(tips) < 5:  # fingers pressed together: no notch at all; find them from their bones
@@ -866,6 +885,12 @@ def _detect(image: np.ndarray, mask: np.ndarray) -> HandRegions:
         if found is not None:
             (tips, directions), valleys = found, [None] * 4
             diag["diagnostics_fingers_from_bone"] = 1.0
+        elif len(tips) == 4:  # four fingers and no thumb: an adducted thumb's tip lies near the palm
+            near, near_valleys = _tips_and_valleys(contour, palm, radius, mask.shape,
+                                                   prominence=_TOUCHING_PROMINENCE, adducted_thumb=True)
+            if len(near) == 5:
+                tips, valleys = [contour[i] for i in near], [contour[i] for i in near_valleys]
+                diag["diagnostics_thumb_adducted"] = 1.0
     landmarks = {"palm": (float(palm[0]), float(palm[1]))}
     if len(tips) != 5:
         result = _not_found(diag)

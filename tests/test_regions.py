@@ -104,6 +104,52 @@ def test_fingers_pressed_together_are_found_from_their_bones(seed):
     assert abs(found.landmarks["mcp5"][0] - truth["mcp5"][0]) <= 4.0
 
 
+def test_an_adducted_thumb_is_the_fifth_tip_only_beside_four_fingers():
+    """A thumb held against the hand ends within 1.3 palm radii of the palm centre, where no other
+    fingertip is looked for: beside four fingertips, the most prominent such bump on the thumb's side
+    becomes the thumb; on the little finger's side, or without the flag, it does not."""
+    from boneage_features.regions import _contour, _tips_and_valleys
+
+    palm, radius = np.array([160.0, 240.0]), 70.0
+    mask = np.zeros((384, 320), np.uint8)
+    cv2.circle(mask, (160, 240), 70, 1, -1)
+    for x, top in ((110, 80), (145, 50), (180, 45), (215, 70)):
+        cv2.rectangle(mask, (x - 12, top), (x + 12, 220), 1, -1)
+    with_bump = mask.copy()
+    cv2.circle(with_bump, (160 + 66, 240 - 30), 14, 1, -1)  # reaches ~1.2 radii from the palm centre
+    contour = _contour(with_bump.astype(bool))
+    assert len(_tips_and_valleys(contour, palm, radius, mask.shape, prominence=0.04)[0]) == 4
+    tips, valleys = _tips_and_valleys(contour, palm, radius, mask.shape, prominence=0.04, adducted_thumb=True)
+    assert len(tips) == 5 and len(valleys) == 4
+    thumb = contour[tips[-1]]
+    assert thumb[0] > 230 and 190 < thumb[1] < 230  # the bump, last in order (the thumb's place)
+    mirrored = np.ascontiguousarray(with_bump[:, ::-1])  # the bump on the little finger's side
+    contour = _contour(mirrored.astype(bool))
+    mirrored_palm = np.array([320 - 1 - palm[0], palm[1]])
+    assert len(_tips_and_valleys(contour, mirrored_palm, radius, mask.shape, prominence=0.04,
+                                 adducted_thumb=True)[0]) == 4
+
+
+# Thumbs held against the hand, looked at at 2x (thumb chain on the thumb: IP, MCP and CMC joints):
+# their joints in pixels of the 384-px radiograph.
+ADDUCTED_THUMBS = {
+    4281: {"ip1": (224, 220), "mcp1": (206, 259), "cmc1": (162, 294)},
+    7449: {"ip1": (298, 161), "mcp1": (279, 204), "cmc1": (274, 253)},
+    4796: {"ip1": (220, 154), "mcp1": (218, 197), "cmc1": (207, 253)},
+    1612: {"ip1": (169, 178), "mcp1": (161, 203), "cmc1": (143, 235)},
+}
+
+
+def test_real_hands_with_an_adducted_thumb_get_their_regions(data_dir):
+    """Detector 6 found four fingertips and no regions on these hands: the thumb lay against the palm."""
+    for image_id, joints in ADDUCTED_THUMBS.items():
+        hand, found = _detect_file(data_dir / "train" / f"{image_id}.jpg")
+        assert found.diagnostics["diagnostics_thumb_adducted"] == 1.0 and found.ok, (image_id, found.diagnostics)
+        tolerance = 0.03 * _source_height(hand)
+        for name, expected in joints.items():
+            assert np.hypot(*(hand.to_source(found.landmarks[name]) - expected)) <= tolerance, (image_id, name)
+
+
 def _two_hands():
     image, mask, _ = draw_canonical_hand()
     small = cv2.resize(image, (160, 192))
