@@ -16,10 +16,13 @@ def main(paths):
     print("|" + "---|" * (header.count("|") - 1))
     for path in paths:
         result = json.loads(Path(path).read_text())
+        if "config" not in result or "overall" not in result:
+            continue  # not a cross-validation result (importance, detection, sex study)
         c, o = result["config"], result["overall"]
         sex = "sex as a feature" if c["sex_mode"] == "feature" else "one model per sex"
         features = c.get("features") or ("whole" if c["n_features"] <= 4057 else "both")  # older files: by size
-        name = f"{features}, {c['booster']}, {sex}" + (", + CNN age" if c.get("cnn") else "")
+        stacking = f" ({c['cnn_stacking']})" if c.get("cnn_stacking") else ""
+        name = f"{features}, {c['booster']}, {sex}" + (f", + CNN age{stacking}" if c.get("cnn") else "")
         bands = " | ".join(f"{o['mae_by_band'][b]['mae']:.1f}" if b in o["mae_by_band"] else "" for b in BANDS)
         print(
             f"| {name} (`{Path(path).name}`) | **{o['mae']:.2f}** | {o['rmse']:.2f} | {o['r2']:.3f} | "
