@@ -121,9 +121,8 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None, ma
     -------
     dict
         ``overall`` and ``folds`` metrics, ``predictions`` (DataFrame: id, fold, boneage, predicted,
-        male), ``config`` (with ``cnn_stacking``: "nested", "not nested", "unseen images", "network
-        ages" or None)
-        and timings.
+        male), ``config`` (``cnn_stacking``: "nested", "not nested", "unseen images", "network ages",
+        or None without a CNN) and timings.
     """
     y = pd.Series(np.asarray(y, dtype=float), index=X.index)
     start = time.perf_counter()
@@ -236,7 +235,8 @@ def format_report(result: dict) -> str:
     config = result["config"]
     lines = [
         f"{config['n_splits']}-fold CV, booster={config['booster']}, sex_mode={config['sex_mode']}, "
-        f"cnn={config.get('cnn_stacking') or 'yes' if config.get('cnn') else 'no'}, features={config.get('features', '?')}, "
+        f"cnn={(config.get('cnn_stacking') or 'yes') if config.get('cnn') else 'no'}, "
+        f"features={config.get('features', '?')}, "
         f"{config['n_features']} features, n={overall['n']}",
         f"{'':<12}{'n':>7}{'MAE':>9}",
         f"{'all':<12}{overall['n']:>7}{overall['mae']:>9.2f}",

@@ -16,6 +16,7 @@ out-of-fold network but the k-th did. The same table therefore also holds, for e
 each other fold k, ``cnn_age_<k>``: the age from a network trained on the three folds other than j
 and k (one network per pair of folds, 10 for 5 folds). :meth:`CNNEmbedder.cross_fit_ages` reads them;
 :func:`boneage_features.evaluate.cross_validate` uses them.
+
 Embeddings have no out-of-fold version that a booster could use (each fold's network has its own
 feature axes), so they are off by default.
 
