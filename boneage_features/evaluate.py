@@ -96,11 +96,13 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None, ma
     With a stacked CNN, no feature may come from a network that saw the evaluated fold either
     (nested cross-fitting). Images the CNN never saw get the network's age, which is honest in any
     fold. For the CNN's own training images the folds are the CNN's cross-fitting folds (those of
-    :func:`make_folds` on its whole training manifest): the evaluated fold k gets its out-of-fold ages
-    (from the network trained without fold k) and the training rows of fold j the age from the
-    network trained without folds j and k (``cnn_age_<k>`` in the out-of-fold table). A table
-    without those ages is used as before, with a warning that the estimate is slightly optimistic;
-    a mix of seen and unseen images is refused.
+    :func:`make_folds` on its whole training manifest; ``random_state`` then plays no part): the
+    evaluated fold k gets its out-of-fold ages (from the network trained without fold k) and the
+    training rows of fold j the age from the network trained without folds j and k (``cnn_age_<k>``
+    in the out-of-fold table), whatever the CNN column of a given ``table`` holds. A table without
+    those ages is used as before, with a warning that the estimate is slightly optimistic. Refused: a
+    mix of seen and unseen images, images given as arrays beside seen ones, a subset that leaves one
+    of the CNN's folds empty, another number of folds.
 
     Parameters
     ----------
@@ -111,8 +113,8 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None, ma
     n_splits, random_state : int
         Folds of :func:`make_folds`.
     table : DataFrame, optional
-        Precomputed regressor input (from ``pipeline.make_table(X)``), e.g. to compare boosters on
-        the same features.
+        Precomputed regressor input (from ``pipeline.make_table(X, oof=True)``), e.g. to compare
+        boosters on the same features.
     male : (n,) array-like of bool, optional
         Sex of each row, for the folds and the metrics by sex; by default the table's
         ``clin_sex_male`` column (give it when the table leaves sex out).
@@ -121,8 +123,9 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None, ma
     -------
     dict
         ``overall`` and ``folds`` metrics, ``predictions`` (DataFrame: id, fold, boneage, predicted,
-        male), ``config`` (``cnn_stacking``: "nested", "not nested", "unseen images", "network ages",
-        or None without a CNN) and timings.
+        male), ``config`` (``cnn_stacking``: "nested", "not nested", "unseen images", "unchecked
+        arrays", "network ages", or None without a CNN; ``folds_from``: "cnn" or "make_folds") and
+        timings.
     """
     y = pd.Series(np.asarray(y, dtype=float), index=X.index)
     start = time.perf_counter()
@@ -132,9 +135,10 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None, ma
         table, _ = clone(pipeline).make_table(X, oof=True)
     extract_s = time.perf_counter() - start
     male = table[SEX_FEATURE].to_numpy() >= 0.5 if male is None else np.asarray(male, dtype=bool)
-    stacking, folds, nested = None, None, None
+    stacking, folds, cnn_ages = None, None, None
     if pipeline.cnn is not None:
-        stacking, folds, nested = _cnn_cross_fitting(pipeline.cnn, X, n_splits)
+        stacking, folds, cnn_ages = _cnn_cross_fitting(pipeline.cnn, X, n_splits)
+    folds_from = "cnn" if folds is not None else "make_folds"
     if folds is None:
         folds = make_folds(y.to_numpy(), male, n_splits=n_splits, random_state=random_state)
     predicted = np.empty(len(y))
@@ -143,11 +147,13 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None, ma
     for fold in range(n_splits):
         test = folds == fold
         regressor = clone(pipeline)._new_regressor()
-        train = table[~test]
-        if nested is not None:
-            train = train.assign(**{nested[0]: nested[1][~test, fold]})
+        train, held_out = table[~test], table[test]
+        if cnn_ages is not None:  # each row's CNN age as it stands when this fold is evaluated
+            column, ages = cnn_ages
+            train = train.assign(**{column: ages[~test, fold]})
+            held_out = held_out.assign(**{column: ages[test, fold]})
         regressor.fit(train, y.to_numpy()[~test])
-        predicted[test] = regressor.predict(table[test])
+        predicted[test] = regressor.predict(held_out)
         metrics = regression_metrics(y.to_numpy()[test], predicted[test], male[test])
         per_fold.append({"fold": fold, "n": metrics["n"], "mae": metrics["mae"], "rmse": metrics["rmse"]})
         logger.info("fold %d: MAE %.2f months", fold, metrics["mae"])
@@ -161,6 +167,7 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None, ma
             "sex_mode": pipeline.sex_mode,
             "cnn": pipeline.cnn is not None,
             "cnn_stacking": stacking,
+            "folds_from": folds_from,
             "features": _feature_layout(pipeline),
             "n_splits": n_splits,
             "random_state": random_state,
@@ -174,15 +181,17 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None, ma
 
 
 def _cnn_cross_fitting(cnn, X, n_splits):
-    """``(stacking, folds, nested)`` for cross-validating a booster stacked on ``cnn`` (see
-    :func:`cross_validate`): folds None means :func:`make_folds`; ``nested`` is ``(column, ages)``
-    with ``ages[i, k]`` the row's CNN age when fold k is evaluated, or None."""
+    """``(stacking, folds, ages)`` for cross-validating a booster stacked on ``cnn`` (see
+    :func:`cross_validate`): ``folds`` None means :func:`make_folds`; ``ages`` None means the table's
+    own CNN column, else ``(column, ages)`` with ``ages[i, k]`` the CNN age row i carries when fold k
+    is evaluated (its out-of-fold age in its own fold; in another fold k its nested age, or its
+    out-of-fold age where the table has no nested ages)."""
     from .embed.embedder import AGE_FEATURE
 
     cnn = clone(cnn)
     if cnn._oof_path() is None:
-        logger.info("no out-of-fold table: every CNN age comes from the network, which is honest only "
-                    "for images it was not trained on")
+        logger.warning("the CNN has no out-of-fold table: every CNN age comes from the network, which is "
+                       "honest only for images it was not trained on")
         return "network ages", None, None
     cross_fit = cnn.cross_fit_ages(X)
     if cross_fit is None:
@@ -191,6 +200,14 @@ def _cnn_cross_fitting(cnn, X, n_splits):
                        "fold (slightly optimistic)")
         return "not nested", None, None
     seen = cross_fit["fold"].notna().to_numpy()
+    arrays = int((~cross_fit["checked"]).sum())
+    if arrays and seen.any():
+        raise ValueError(f"{arrays} of {len(seen)} images are arrays, which cannot be looked up in the CNN's "
+                         "out-of-fold table, and others are the CNN's training images: pass files")
+    if arrays:
+        logger.warning("%d images are arrays: whether the CNN was trained on them cannot be checked; their "
+                       "CNN ages come from the network", arrays)
+        return "unchecked arrays", None, None
     if not seen.any():
         return "unseen images", None, None
     if not seen.all():
@@ -199,16 +216,21 @@ def _cnn_cross_fitting(cnn, X, n_splits):
             "not: their CNN ages are not comparable in one cross-validation; evaluate the two sets apart"
         )
     folds = cross_fit["fold"].to_numpy().astype(int)
-    n_cnn = int(folds.max()) + 1
+    n_cnn = cross_fit.attrs["n_folds"]
     if n_cnn != n_splits:
         raise ValueError(f"the CNN was cross-fitted on {n_cnn} folds: evaluate with {n_cnn} folds "
                          f"(got {n_splits}), so that its folds are the evaluation's")
+    empty = sorted(set(range(n_splits)) - set(folds.tolist()))
+    if empty:
+        raise ValueError(f"none of these images is in the CNN's fold(s) {empty}: evaluate the CNN's "
+                         "whole training set, whose folds are the evaluation's")
+    own = cross_fit["cnn_age"].to_numpy(dtype=float)
     columns = [f"cnn_age_{k}" for k in range(n_splits)]
     if not set(columns) <= set(cross_fit.columns):
-        logger.warning("the CNN's out-of-fold table has no nested ages (cnn_age_0 ...): the booster's "
-                       "training rows carry CNN ages from networks that saw the evaluated fold "
-                       "(slightly optimistic)")
-        return "not nested", folds, None
+        logger.warning("the CNN's out-of-fold table lacks nested ages (%s ... %s): the booster's training "
+                       "rows carry CNN ages from networks that saw the evaluated fold (slightly optimistic)",
+                       columns[0], columns[-1])
+        return "not nested", folds, (AGE_FEATURE, np.repeat(own[:, None], n_splits, axis=1))
     ages = cross_fit[columns].to_numpy(dtype=float)
     other = folds[:, None] != np.arange(n_splits)[None, :]
     missing = other & ~np.isfinite(ages)
@@ -216,6 +238,7 @@ def _cnn_cross_fitting(cnn, X, n_splits):
         row = int(np.flatnonzero(missing.any(axis=1))[0])
         raise ValueError(f"the CNN's out-of-fold table lacks {int(missing.sum())} nested ages "
                          f"(first: row {X.index[row]!r}, fold {folds[row]})")
+    ages[~other] = own  # in its own fold, a row carries its out-of-fold age
     return "nested", folds, (AGE_FEATURE, ages)
 
 

@@ -121,7 +121,7 @@ def _cross_fit_table(hands, path, folds, nested=True):
     if nested:
         for k in range(max(folds) + 1):
             table[f"cnn_age_{k}"] = np.where(np.asarray(folds) == k, np.nan, 10.0 * k + np.arange(len(hands)))
-    table.to_csv(path, index=False)
+    table.sample(frac=1.0, random_state=1).to_csv(path, index=False)  # rows found by SHA-1, not by place
     return path
 
 
@@ -130,16 +130,19 @@ def _stacked(tiny_weights, oof_table):
                        cnn=CNNEmbedder(weights=tiny_weights, oof_table=oof_table, size=(128, 96)))
 
 
+@pytest.mark.parametrize("precomputed", [False, True])
 def test_nested_cross_validation_trains_on_networks_that_never_saw_the_evaluated_fold(
-    tiny_weights, hands, tmp_path, monkeypatch
+    tiny_weights, hands, tmp_path, monkeypatch, precomputed
 ):
     folds = [0, 1, 2, 0, 1, 2]
     pipeline = _stacked(tiny_weights, _cross_fit_table(hands, tmp_path / "oof.csv", folds))
+    # A table made without oof=True holds the network's own ages (it saw every fold): not used.
+    table = pipeline.make_table(hands)[0] if precomputed else None
     monkeypatch.setattr(bf.Pipeline, "_new_regressor", lambda self: _Recorder())
     _Recorder.seen = []
-    result = bf.evaluate.cross_validate(pipeline, hands, np.linspace(20, 200, 6), n_splits=3)
-    assert result["config"]["cnn_stacking"] == "nested"
-    np.testing.assert_array_equal(result["predictions"]["fold"], folds)  # the CNN's folds, not make_folds'
+    result = bf.evaluate.cross_validate(pipeline, hands, np.linspace(20, 200, 6), n_splits=3, table=table)
+    assert result["config"]["cnn_stacking"] == "nested" and result["config"]["folds_from"] == "cnn"
+    np.testing.assert_array_equal(result["predictions"]["fold"], folds)
     for k in range(3):
         (fit, train_rows, train_ages), (predict, test_rows, test_ages) = _Recorder.seen[2 * k: 2 * k + 2]
         assert (fit, predict) == ("fit", "predict")
@@ -165,7 +168,27 @@ def test_cross_validation_refuses_what_it_cannot_nest(tiny_weights, hands, tmp_p
     assert result["config"]["cnn_stacking"] == "not nested" and "slightly optimistic" in caplog.text
     unseen = _cross_fit_table(hands.iloc[:1], tmp_path / "other.csv", [0])
     result = bf.evaluate.cross_validate(_stacked(tiny_weights, unseen), hands.iloc[1:], np.full(5, 100.0), n_splits=2)
-    assert result["config"]["cnn_stacking"] == "unseen images"
+    assert result["config"]["cnn_stacking"] == "unseen images" and result["config"]["folds_from"] == "make_folds"
+    # A subset that leaves one of the CNN's folds empty would score nothing there.
+    three = _cross_fit_table(hands, tmp_path / "three.csv", [0, 1, 2, 0, 1, 2])
+    with pytest.raises(ValueError, match=r"fold\(s\) \[1\]"):
+        bf.evaluate.cross_validate(_stacked(tiny_weights, three), hands.iloc[[0, 2, 3, 5]], y[:4], n_splits=3)
+    # One image in two folds cannot be nested.
+    twice = pd.read_csv(three)
+    twice = pd.concat([twice, twice.iloc[[0]].assign(fold=(twice["fold"].iloc[0] + 1) % 3)])
+    twice.to_csv(tmp_path / "twice.csv", index=False)
+    with pytest.raises(ValueError, match="in two folds"):
+        bf.evaluate.cross_validate(_stacked(tiny_weights, tmp_path / "twice.csv"), hands, y, n_splits=3)
+    # Arrays cannot be looked up: refused beside training images, flagged alone.
+    arrays = hands.assign(image=[cv2.imread(p, cv2.IMREAD_GRAYSCALE) for p in hands["image"]])
+    mixed = pd.concat([hands.iloc[:3], arrays.iloc[3:]])
+    with pytest.raises(ValueError, match="3 of 6 images are arrays"):
+        bf.evaluate.cross_validate(_stacked(tiny_weights, three), mixed, y, n_splits=3)
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="boneage_features.evaluate"):
+        result = bf.evaluate.cross_validate(_stacked(tiny_weights, three), arrays.iloc[1:], np.full(5, 100.0),
+                                            n_splits=2)
+    assert result["config"]["cnn_stacking"] == "unchecked arrays" and "cannot be checked" in caplog.text
 
 
 def test_shipped_cross_fit_folds_are_the_evaluation_folds(data_dir, train_manifest):

@@ -115,16 +115,20 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
         path = self._oof_path()
         if path is None:
             return {}
-        table = pd.read_csv(path, usecols=["sha1", "cnn_age"])
+        table = pd.read_csv(path, usecols=["sha1", "cnn_age"]).drop_duplicates("sha1")
         return dict(zip(table["sha1"], table["cnn_age"].astype(float)))
 
     def cross_fit_ages(self, X) -> pd.DataFrame | None:
-        """Cross-fitting fold and nested ages of each row of ``X`` that the network was trained on.
+        """Cross-fitting fold, out-of-fold and nested ages of each row of ``X`` the network was trained on.
 
         Returns None when the out-of-fold table gives no folds (or there is none). Otherwise a
-        DataFrame indexed like ``X``: ``fold`` (NaN for an image the network never saw) and one
-        ``cnn_age_<k>`` column per fold the table has them for: the row's age from a network that
-        saw neither the row's fold nor fold k (NaN where k is the row's own fold).
+        DataFrame indexed like ``X``: ``fold`` (NaN for an image not in the table), ``cnn_age`` (its
+        out-of-fold age), one ``cnn_age_<k>`` column per fold the table has them for (the row's age
+        from a network that saw neither the row's fold nor fold k; NaN where k is the row's own fold)
+        and ``checked`` (False for an image given as an array, which cannot be looked up). The
+        table's number of folds is in ``attrs["n_folds"]``.
+
+        Raises ValueError when one image (by SHA-1) is in the table under two different folds.
         """
         path = self._oof_path()
         if path is None:
@@ -132,12 +136,20 @@ class CNNEmbedder(TransformerMixin, BaseEstimator):
         table = pd.read_csv(path)
         if "fold" not in table.columns:
             return None
+        clash = table.groupby("sha1")["fold"].nunique()
+        if (clash > 1).any():
+            raise ValueError(f"{path}: {int((clash > 1).sum())} images are in two folds (e.g. SHA-1 "
+                             f"{clash[clash > 1].index[0]}): their ages cannot be nested")
         nested = sorted((c for c in table.columns if c.startswith("cnn_age_") and c[8:].isdigit()),
                         key=lambda c: int(c[8:]))
-        table = table.drop_duplicates("sha1").set_index("sha1")[["fold", *nested]]
-        keys = [None if isinstance(ref, np.ndarray) else file_sha1(ref) for ref in X["image"]]
+        n_folds = int(table["fold"].max()) + 1
+        table = table.drop_duplicates("sha1").set_index("sha1")[["fold", "cnn_age", *nested]]
+        checked = np.array([not isinstance(ref, np.ndarray) for ref in X["image"]])
+        keys = [file_sha1(ref) if ok else None for ref, ok in zip(X["image"], checked)]
         out = table.reindex(keys).astype(float)
         out.index = X.index
+        out["checked"] = checked
+        out.attrs["n_folds"] = n_folds
         return out
 
     def _network(self):
