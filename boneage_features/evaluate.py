@@ -147,11 +147,7 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None, ma
     for fold in range(n_splits):
         test = folds == fold
         regressor = clone(pipeline)._new_regressor()
-        train, held_out = table[~test], table[test]
-        if cnn_ages is not None:  # each row's CNN age as it stands when this fold is evaluated
-            column, ages = cnn_ages
-            train = train.assign(**{column: ages[~test, fold]})
-            held_out = held_out.assign(**{column: ages[test, fold]})
+        train, held_out = _fold_tables(table, test, fold, cnn_ages)
         regressor.fit(train, y.to_numpy()[~test])
         predicted[test] = regressor.predict(held_out)
         metrics = regression_metrics(y.to_numpy()[test], predicted[test], male[test])
@@ -178,6 +174,20 @@ def cross_validate(pipeline, X, y, *, n_splits=5, random_state=0, table=None, ma
         "timing_s": {"features": round(extract_s, 1), "fit_predict": round(time.perf_counter() - fit_start, 1)},
         "predictions": predictions,
     }
+
+
+def _fold_tables(table, test, fold, cnn_ages=None):
+    """Training and held-out rows of ``table`` for evaluating ``fold`` (``test`` marks its rows).
+
+    With ``cnn_ages`` (the ``(column, ages)`` of :func:`_cnn_cross_fitting`) every row carries its CNN
+    age as it stands when this fold is evaluated.
+    """
+    train, held_out = table[~test], table[test]
+    if cnn_ages is not None:
+        column, ages = cnn_ages
+        train = train.assign(**{column: ages[~test, fold]})
+        held_out = held_out.assign(**{column: ages[test, fold]})
+    return train, held_out
 
 
 def _cnn_cross_fitting(cnn, X, n_splits):

@@ -368,6 +368,7 @@ def _tips_and_valleys(contour: np.ndarray, palm: np.ndarray, radius: float, shap
     order = np.roll(np.arange(n), -start)
     d = dist[order]
     peaks, props = find_peaks(d, prominence=prominence * radius, distance=max(3, int(0.3 * radius)))
+
     def angle(i):
         return math.atan2(contour[i, 0] - palm[0], palm[1] - contour[i, 1])
 

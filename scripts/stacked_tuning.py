@@ -14,7 +14,7 @@ import numpy as np
 
 import boneage_features as bf
 from boneage_features.embed import CNNEmbedder
-from boneage_features.evaluate import _cnn_cross_fitting
+from boneage_features.evaluate import _cnn_cross_fitting, _fold_tables
 from boneage_features.model import BoneAgeRegressor
 from boneage_features.pipeline import STACKED_DEFAULTS
 
@@ -39,7 +39,7 @@ def main():
     X, y = bf.read_manifest(args.manifest)
     pipeline = bf.Pipeline(cnn=CNNEmbedder(), n_jobs=args.n_jobs)
     table, _ = pipeline.make_table(X, oof=True)
-    stacking, folds, (column, ages) = _cnn_cross_fitting(pipeline.cnn, X, 5)
+    stacking, folds, cnn_ages = _cnn_cross_fitting(pipeline.cnn, X, 5)
     if stacking != "nested":
         raise SystemExit(f"the CNN's ages are {stacking}, not nested")
     y = y.to_numpy()
@@ -48,8 +48,7 @@ def main():
         maes = []
         for k in args.folds:
             test = folds == k
-            train = table[~test].assign(**{column: ages[~test, k]})
-            held_out = table[test].assign(**{column: ages[test, k]})
+            train, held_out = _fold_tables(table, test, k, cnn_ages)
             regressor = BoneAgeRegressor(**params).fit(train, y[~test])
             maes.append(float(np.mean(np.abs(regressor.predict(held_out) - y[test]))))
         print(f"{name:<22} " + " ".join(f"{m:.3f}" for m in maes) + f"   mean {np.mean(maes):.3f}", flush=True)

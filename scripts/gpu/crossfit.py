@@ -129,6 +129,23 @@ def _write_outputs(out: Path, labels, oof_age, oof_emb, done_folds) -> None:
         tmp.replace(out / f"oof_embed_{j}.npz")
 
 
+def _fit_network(args, weights, dev, x, sex, age, *, seed, epochs, budget, log, val=None):
+    """A fresh ImageNet-initialised network fine-tuned on ``x``, ``sex``, ``age`` with the run's settings.
+
+    ``seed`` seeds the head's initialisation and the batches. Returns (model, history of ``fit``).
+    """
+    import torch
+
+    from boneage_features.embed.backbone import build_model
+    from boneage_features.embed.train import TrainConfig, fit
+
+    torch.manual_seed(seed)  # the head's initialisation
+    model = build_model(weights_path=weights).to(dev)
+    cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr, head_lr=args.head_lr,
+                      seed=seed, time_budget=budget)
+    return model, fit(model, x, sex, age, config=cfg, val=val, log=log)
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--data", type=Path, default=_light.ROOT / ".gpu")
@@ -155,8 +172,8 @@ def main(argv=None) -> int:
     _light.setup(args.data / "common" / "vendor")
     import torch
 
-    from boneage_features.embed.backbone import build_model, save_model
-    from boneage_features.embed.train import TrainConfig, fit, predict, resolve_device
+    from boneage_features.embed.backbone import save_model
+    from boneage_features.embed.train import predict, resolve_device
 
     dev = resolve_device(args.device)
     torch.backends.cudnn.benchmark = True
@@ -207,12 +224,9 @@ def main(argv=None) -> int:
         budget = allot(_FOLD_WEIGHT)
         log(f"fold {k}: train {len(tr)}, predict {len(te)}, {epochs} epochs, "
             f"budget {budget:.0f}s")
-        torch.manual_seed(k)  # the head's initialisation
-        model = build_model(weights_path=weights).to(dev)
-        cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr,
-                          head_lr=args.head_lr, seed=k, time_budget=budget)
-        hist = fit(model, x_all[tr_t], sex_all[tr_t], age_all[tr_t], config=cfg,
-                   val=(x_all[te_t], sex_all[te_t], age_all[te_t]), log=log)
+        model, hist = _fit_network(args, weights, dev, x_all[tr_t], sex_all[tr_t], age_all[tr_t],
+                                   seed=k, epochs=epochs, budget=budget, log=log,
+                                   val=(x_all[te_t], sex_all[te_t], age_all[te_t]))
         epochs = min(epochs, hist["epochs_planned"])
         t = time.time()
         a, e = predict(model, x_all[te_t], sex_all[te_t])
@@ -239,11 +253,8 @@ def main(argv=None) -> int:
     if not args.skip_full:
         budget = allot(1.0)
         log(f"full: train {n}, {epochs} epochs, budget {budget:.0f}s")
-        torch.manual_seed(_FULL_SEED)
-        model = build_model(weights_path=weights).to(dev)
-        cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr,
-                          head_lr=args.head_lr, seed=_FULL_SEED, time_budget=budget)
-        hist = fit(model, x_all, sex_all, age_all, config=cfg, log=log)
+        model, hist = _fit_network(args, weights, dev, x_all, sex_all, age_all, seed=_FULL_SEED,
+                                   epochs=epochs, budget=budget, log=log)
         path = save_model(model.float().cpu(), args.out / "cnn_full.pt")
         summary["full"] = {"epochs_run": hist["epochs_run"], "seconds": hist["seconds"],
                            "stopped_by_budget": hist["stopped_by_budget"],
@@ -271,8 +282,7 @@ def _nested(args, labels, folds, x_all, sex_all, age_all, weights, dev, log) -> 
 
     import torch
 
-    from boneage_features.embed.backbone import build_model
-    from boneage_features.embed.train import TrainConfig, fit, predict
+    from boneage_features.embed.train import predict
 
     n_folds = int(folds.max()) + 1
     pairs = list(itertools.combinations(range(n_folds), 2))
@@ -290,11 +300,8 @@ def _nested(args, labels, folds, x_all, sex_all, age_all, weights, dev, log) -> 
         seed = 100 + 10 * a + b
         log(f"pair {a}{b}: train {len(tr)}, predict {len(te)}, {epochs} epochs, budget {budget:.0f}s, "
             f"seed {seed}")
-        torch.manual_seed(seed)
-        model = build_model(weights_path=weights).to(dev)
-        cfg = TrainConfig(epochs=epochs, batch_size=args.batch_size, lr=args.lr,
-                          head_lr=args.head_lr, seed=seed, time_budget=budget)
-        hist = fit(model, x_all[tr_t], sex_all[tr_t], age_all[tr_t], config=cfg, log=log)
+        model, hist = _fit_network(args, weights, dev, x_all[tr_t], sex_all[tr_t], age_all[tr_t],
+                                   seed=seed, epochs=epochs, budget=budget, log=log)
         epochs = min(epochs, hist["epochs_planned"])
         age, _ = predict(model, x_all[te_t], sex_all[te_t])
         # A row of fold a gets this network's age as its feature when fold b is evaluated, and
