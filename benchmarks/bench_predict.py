@@ -27,7 +27,7 @@ from boneage_features.descriptors import DESCRIPTORS
 from boneage_features.features import _describe_regions
 from boneage_features.model import as_table
 from boneage_features.preprocess import preprocess_hand
-from boneage_features.regions import REGION_NAMES, detect_regions
+from boneage_features.regions import REGION_NAMES, find_regions
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "rsna-bone-age"
 
@@ -66,14 +66,13 @@ def main():
         t1 = time.perf_counter()
         hand = preprocess_hand(image, size=config["size"], clahe_clip=config["clahe_clip"])
         t2 = time.perf_counter()
-        parts = [DESCRIPTORS[f].describe(hand.image, hand.mask, **config["params"][f])[1] for f in config["families"]]
-        t3a = time.perf_counter()
         if config.get("regions"):
-            found = detect_regions(hand.image, hand.mask)
-            t3b = time.perf_counter()
+            hand, found = find_regions(hand)
+        t3a = time.perf_counter()
+        parts = [DESCRIPTORS[f].describe(hand.image, hand.mask, **config["params"][f])[1] for f in config["families"]]
+        t3b = time.perf_counter()
+        if config.get("regions"):
             parts += _describe_regions(hand, config["regions"], {}, found=found)
-        else:
-            t3b = t3a
         t3 = time.perf_counter()
         features = pd.DataFrame([np.concatenate(parts)], columns=names, index=[row])
         if model.cnn_ is not None:  # one image through the network, its own preprocessing included
@@ -82,7 +81,7 @@ def main():
         t4 = time.perf_counter()
         model.regressor_.predict(as_table(features, [sex == "M"]))
         t5 = time.perf_counter()
-        timings = (t1 - t0, t2 - t1, t3a - t2, t3b - t3a, t3 - t3b, t5 - t4)
+        timings = (t1 - t0, t2 - t1, t3b - t3a, t3a - t2, t3 - t3b, t5 - t4)  # landmarks come before features
         for stage, seconds in zip(("read", "preprocess", "features", "landmarks", "regions", "predict"), timings):
             stages[stage].append(seconds)
 

@@ -152,11 +152,10 @@ def _regions_of_one(path: str, overlay: str | None, zoom: float = 1.0) -> dict:
     from .io import ImageReadError, read_image, write_atomic
     from .plotting import draw_regions
     from .preprocess import preprocess_hand
-    from .regions import detect_regions
+    from .regions import find_regions
 
     try:
-        hand = preprocess_hand(read_image(path))
-        found = detect_regions(hand.image, hand.mask)
+        hand, found = find_regions(preprocess_hand(read_image(path)))
         if overlay is not None:
             import cv2
 

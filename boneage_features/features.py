@@ -28,7 +28,7 @@ from sklearn.base import BaseEstimator, TransformerMixin
 from .descriptors import DESCRIPTORS
 from .io import ImageReadError, file_sha1, read_image, write_atomic
 from .preprocess import preprocess_hand
-from .regions import DETECTOR_VERSION, REGION_NAMES, detect_regions, extract_patch
+from .regions import DETECTOR_VERSION, REGION_NAMES, extract_patch, find_regions
 
 logger = logging.getLogger(__name__)
 
@@ -126,13 +126,16 @@ def _describe_one(ref, config: dict, cache_dir: str | None):
             clahe_clip=config["clahe_clip"],
             faint_tissue=config.get("faint_tissue", False),
         )
+        found = None
+        if config.get("regions"):  # first: the fingers may show the hand mirrored, for every family
+            hand, found = find_regions(hand)
         parts = []
         for family in config["families"]:
             _, values = DESCRIPTORS[family].describe(hand.image, hand.mask, **config["params"][family])
             parts.append(values)
         diagnostics = {key: float(value) for key, value in hand.diagnostics.items()}
         if config.get("regions"):
-            parts += _describe_regions(hand, config["regions"], diagnostics)
+            parts += _describe_regions(hand, config["regions"], diagnostics, found=found)
         values = np.concatenate(parts).astype(np.float32)
         if cache_file is not None:
             arrays = {
@@ -152,10 +155,11 @@ def _describe_one(ref, config: dict, cache_dir: str | None):
 def _describe_regions(hand, region_config: dict, diagnostics: dict, found=None) -> list:
     """Feature vectors of the configured regions of ``hand``, in order; adds the regions' diagnostics.
 
-    ``found`` is the hand's :class:`~boneage_features.regions.HandRegions` when already detected.
+    ``found`` is the hand's :class:`~boneage_features.regions.HandRegions` when already detected
+    (by :func:`~boneage_features.regions.find_regions`, which may have mirrored ``hand``).
     """
     if found is None:
-        found = detect_regions(hand.image, hand.mask)
+        hand, found = find_regions(hand)
     diagnostics.update({key: float(value) for key, value in found.diagnostics.items()})
     shape = tuple(region_config["patch"])
     parts = []

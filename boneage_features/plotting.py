@@ -15,7 +15,7 @@ import numpy as np
 
 from .io import read_image
 from .preprocess import preprocess_hand
-from .regions import LANDMARK_NAMES, REGION_NAMES, HandRegions, detect_regions
+from .regions import LANDMARK_NAMES, REGION_NAMES, HandRegions, find_regions
 
 __all__ = ["draw_regions", "plot_regions"]
 
@@ -170,8 +170,8 @@ def plot_regions(image, *, regions: HandRegions | None = None, ax=None, size: tu
     """
     picture = read_image(image)
     if regions is None:
-        hand = preprocess_hand(picture, size=tuple(size))
-        picture, regions = hand.image, detect_regions(hand.image, hand.mask)
+        hand, regions = find_regions(preprocess_hand(picture, size=tuple(size)))
+        picture = hand.image
     drawing = draw_regions(picture, regions)
     if ax is None:
         import matplotlib.pyplot as plt

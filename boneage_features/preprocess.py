@@ -26,6 +26,7 @@ __all__ = [
     "WORK_SIDE",
     "clahe",
     "crop_to_mask",
+    "mirror_hand",
     "normalize_intensity",
     "orient_hand",
     "preprocess_hand",
@@ -897,6 +898,26 @@ class PreprocessedHand:
         flat = xy.reshape(-1, 2)
         out = flat @ self.source_from_canonical[:2, :2].T + self.source_from_canonical[:2, 2]
         return out.reshape(xy.shape)
+
+
+def mirror_hand(hand: PreprocessedHand) -> PreprocessedHand:
+    """The same hand mirrored left-right in its canvas (a thumb on the left brought to the right).
+
+    Image and mask are flipped about the canvas's vertical centre line; ``source_from_canonical`` is
+    composed with that flip, so :meth:`PreprocessedHand.to_source` still maps to the input radiograph;
+    ``diagnostics_flipped`` is toggled and ``diagnostics_thumb_score`` negated.
+    """
+    width = hand.image.shape[1]
+    flip = np.array([[-1.0, 0.0, width - 1.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    diagnostics = dict(hand.diagnostics)
+    diagnostics["diagnostics_flipped"] = 1.0 - float(diagnostics.get("diagnostics_flipped", 0.0))
+    diagnostics["diagnostics_thumb_score"] = -float(diagnostics.get("diagnostics_thumb_score", 0.0))
+    return PreprocessedHand(
+        image=np.ascontiguousarray(hand.image[:, ::-1]),
+        mask=np.ascontiguousarray(hand.mask[:, ::-1]),
+        diagnostics=diagnostics,
+        source_from_canonical=hand.source_from_canonical @ flip,
+    )
 
 
 def preprocess_hand(

@@ -29,7 +29,7 @@ from .explain import BASE_VALUE, contributions
 from .io import parse_sex, read_image, write_atomic
 from .pipeline import batch_outcome
 from .preprocess import preprocess_hand
-from .regions import REGION_NAMES, detect_regions
+from .regions import REGION_NAMES, find_regions
 
 logger = logging.getLogger(__name__)
 
@@ -181,7 +181,7 @@ def _heatmap(model, image, view: pd.Series) -> tuple[str, list]:
     extractor = model.extractor_
     hand = preprocess_hand(read_image(image), size=tuple(extractor.size), clahe_clip=extractor.clahe_clip,
                            faint_tissue=extractor.faint_tissue)
-    found = detect_regions(hand.image, hand.mask)
+    hand, found = find_regions(hand)
     figure = figures.plot_region_heatmap(hand.image, found, view)
     missing = [name for name in REGION_NAMES if not found.regions.get(name) or not found.regions[name].found]
     return _png(figure, "bone regions coloured by their contribution"), missing

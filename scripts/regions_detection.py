@@ -25,7 +25,7 @@ import pandas as pd
 import boneage_features as bf
 from boneage_features.evaluate import AGE_BANDS, age_band
 from boneage_features.preprocess import preprocess_hand
-from boneage_features.regions import CHECKS, REGION_NAMES, detect_regions
+from boneage_features.regions import CHECKS, REGION_NAMES, find_regions
 
 
 def originals_agreement(data_dir: Path) -> dict:
@@ -38,8 +38,7 @@ def originals_agreement(data_dir: Path) -> dict:
     per_hand = {}
     for path in sorted((data_dir / "originals").glob("*.png")):
         big_image, small_image = bf.read_image(path), bf.read_image(data_dir / "train" / f"{path.stem}.jpg")
-        big, small = preprocess_hand(big_image), preprocess_hand(small_image)
-        a, b = detect_regions(big.image, big.mask), detect_regions(small.image, small.mask)
+        (big, a), (small, b) = find_regions(preprocess_hand(big_image)), find_regions(preprocess_hand(small_image))
         ratio = np.divide(small_image.shape[::-1], big_image.shape[::-1])  # (x, y)
         rows = np.flatnonzero(small.mask.any(axis=1))
         height = (rows[-1] - rows[0] + 1) / small.diagnostics["diagnostics_output_scale"]

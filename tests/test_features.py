@@ -177,7 +177,7 @@ def test_regions_found_and_not_found(monkeypatch):
         calls.append(image.shape)
         return _hand_regions(found=("pp3", "radius"))
 
-    monkeypatch.setattr(features, "detect_regions", fake_detect)
+    monkeypatch.setattr("boneage_features.regions.detect_regions", fake_detect)
     extractor = FeatureExtractor(regions=REGIONS, cache_dir=False)
     result = extractor.extract([draw_hand(), draw_hand(seed=3)])
     table, diagnostics = result.features, result.diagnostics
@@ -200,7 +200,7 @@ def test_region_features_equal_descriptors_of_the_patch(monkeypatch):
     from boneage_features.regions import extract_patch
 
     hand_regions = _hand_regions(found=("pp3",))
-    monkeypatch.setattr(features, "detect_regions", lambda image, mask: hand_regions)
+    monkeypatch.setattr("boneage_features.regions.detect_regions", lambda image, mask: hand_regions)
     image = draw_hand()
     row = FeatureExtractor(families=(), regions=("pp3",), region_families=("lbp",), cache_dir=False).transform([image])
     patch = extract_patch(preprocess_hand(image).image, hand_regions.regions["pp3"], shape=(48, 48))
@@ -212,14 +212,14 @@ def test_region_features_equal_descriptors_of_the_patch(monkeypatch):
 def test_region_features_are_cached(tmp_path, monkeypatch):
     import boneage_features.features as features
 
-    monkeypatch.setattr(features, "detect_regions", lambda image, mask: _hand_regions())
+    monkeypatch.setattr("boneage_features.regions.detect_regions", lambda image, mask: _hand_regions())
     images = _images(2)
     first = FeatureExtractor(regions=REGIONS, cache_dir=tmp_path).extract(images)
 
     def fail(*args, **kwargs):
         raise AssertionError("recomputed although cached")
 
-    monkeypatch.setattr(features, "detect_regions", fail)
+    monkeypatch.setattr("boneage_features.regions.detect_regions", fail)
     second = FeatureExtractor(regions=REGIONS, cache_dir=tmp_path).extract(images)
     pd.testing.assert_frame_equal(first.features, second.features)
     pd.testing.assert_frame_equal(first.diagnostics, second.diagnostics)

@@ -386,3 +386,19 @@ def test_random_real_images_have_a_hand():
     fracs = np.array(fracs)[np.array(found) == 1]
     assert np.all((fracs > 0.1) & (fracs < 0.9)), (fracs.min(), fracs.max())
     assert np.mean(turned) < 0.08  # nearly all RSNA images are canonical left hands
+
+
+def test_mirror_hand_flips_the_view_and_keeps_the_map_to_the_input(phantom):
+    img, _ = phantom
+    hand = pp.preprocess_hand(img)
+    mirrored = pp.mirror_hand(hand)
+    assert np.array_equal(mirrored.image, hand.image[:, ::-1]) and np.array_equal(mirrored.mask, hand.mask[:, ::-1])
+    assert mirrored.diagnostics["diagnostics_flipped"] == 1 - hand.diagnostics["diagnostics_flipped"]
+    assert mirrored.diagnostics["diagnostics_thumb_score"] == -hand.diagnostics["diagnostics_thumb_score"]
+    width = hand.image.shape[1]
+    points = np.array([[10.0, 20.0], [150.5, 300.0], [width - 1.0, 0.0]])
+    twin = np.column_stack([width - 1.0 - points[:, 0], points[:, 1]])  # the same pixels in the mirrored view
+    assert np.allclose(mirrored.to_source(twin), hand.to_source(points))
+    back = pp.mirror_hand(mirrored)
+    assert np.array_equal(back.image, hand.image) and np.allclose(back.source_from_canonical, hand.source_from_canonical)
+    assert back.diagnostics == hand.diagnostics
