@@ -459,8 +459,11 @@ def test_hands_checked_by_eye_keep_their_landmarks(data_dir):
     first phalanges) was looked at afresh on all 120 with the same strict reading (``verdict_d5``,
     ``category_d5``, ``note_d5``), and so was detector 6 (whole faint fingers kept, the little finger's
     own proportions, the thumb's CMC on its metacarpal's line, the ulna's box at its end:
-    ``verdict_d6``, ``category_d6``, ``note_d6``). The hands right in the last look keep their landmarks
-    (regions_golden.csv and regions_golden_seed1.csv: pixels of the 384-px training images).
+    ``verdict_d6``, ``category_d6``, ``note_d6``). Detector 7 moved none of the 120; detector 8
+    (left and right checked by the fingers) un-mirrored four, looked at afresh (``verdict_d8``,
+    ``category_d8``, ``note_d8``; the other 116 keep their detector-6 verdicts). The hands right in the
+    last look keep their landmarks (regions_golden.csv and regions_golden_seed1.csv: pixels of the
+    384-px training images).
     """
     from pathlib import Path
 
@@ -470,14 +473,14 @@ def test_hands_checked_by_eye_keep_their_landmarks(data_dir):
     for verdicts in (first, fresh):
         assert len(verdicts) == 60
         assert verdicts.groupby(verdicts["boneage"] // 12).size().max() <= 3
-        for look in ("d5", "d6"):
+        for look in ("d5", "d6", "d8"):
             assert set(verdicts[f"verdict_{look}"]) == {"right", "wrong"}
             assert (verdicts.loc[verdicts[f"verdict_{look}"] == "wrong", f"category_{look}"].fillna("") != "").all()
     assert set(first["verdict"]) | set(first["verdict_d4"]) | set(fresh["verdict"]) == {"right", "wrong"}
     golden = pd.read_csv(here / "regions_golden.csv")
     golden_fresh = pd.read_csv(here / "regions_golden_seed1.csv")
-    assert set(golden["id"]) == set(first.loc[first["verdict_d6"] == "right", "id"])
-    assert set(golden_fresh["id"]) == set(fresh.loc[fresh["verdict_d6"] == "right", "id"])
+    assert set(golden["id"]) == set(first.loc[first["verdict_d8"] == "right", "id"])
+    assert set(golden_fresh["id"]) == set(fresh.loc[fresh["verdict_d8"] == "right", "id"])
     moved = _moved_landmarks(data_dir, pd.concat([golden, golden_fresh]))
     assert not moved, f"landmarks lost or moved: {moved}"
 
