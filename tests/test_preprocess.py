@@ -400,5 +400,6 @@ def test_mirror_hand_flips_the_view_and_keeps_the_map_to_the_input(phantom):
     twin = np.column_stack([width - 1.0 - points[:, 0], points[:, 1]])  # the same pixels in the mirrored view
     assert np.allclose(mirrored.to_source(twin), hand.to_source(points))
     back = pp.mirror_hand(mirrored)
-    assert np.array_equal(back.image, hand.image) and np.allclose(back.source_from_canonical, hand.source_from_canonical)
+    assert np.array_equal(back.image, hand.image)
+    assert np.allclose(back.source_from_canonical, hand.source_from_canonical)
     assert back.diagnostics == hand.diagnostics
