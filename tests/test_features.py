@@ -209,6 +209,32 @@ def test_region_features_equal_descriptors_of_the_patch(monkeypatch):
     np.testing.assert_allclose(row.iloc[0].to_numpy(), values)
 
 
+def test_every_family_is_described_on_the_view_find_regions_keeps(monkeypatch):
+    """When the fingers show the hand mirrored, whole-hand and region features are both taken on the
+    mirrored view, and the diagnostics say so."""
+    import boneage_features.features as features
+    from boneage_features.descriptors import lbp
+    from boneage_features.preprocess import mirror_hand, preprocess_hand
+    from boneage_features.regions import extract_patch
+
+    hand_regions = _hand_regions(found=("pp3",))
+    monkeypatch.setattr(features, "find_regions", lambda hand: (mirror_hand(hand), hand_regions))
+    image = draw_hand()
+    result = FeatureExtractor(families=("lbp",), regions=("pp3",), region_families=("lbp",), cache_dir=False).extract(
+        [image])
+    shown = preprocess_hand(image)
+    view = mirror_hand(shown)
+    _, whole = lbp.describe(view.image, view.mask)
+    _, as_shown = lbp.describe(shown.image, shown.mask)
+    row = result.features.iloc[0]
+    np.testing.assert_allclose(row.filter(regex="^whole_lbp_").to_numpy(), whole)
+    assert not np.allclose(whole, as_shown)  # the phantom is not left-right symmetric
+    patch = extract_patch(view.image, hand_regions.regions["pp3"], shape=(48, 48))
+    _, values = lbp.describe(patch, patch > 0, source="pp3", radii=(1, 2, 3), grid=(1, 1), size=(48, 48))
+    np.testing.assert_allclose(row.filter(regex="^pp3_lbp_").to_numpy(), values)
+    assert result.diagnostics["diagnostics_flipped"].iloc[0] == 1 - shown.diagnostics["diagnostics_flipped"]
+
+
 def test_region_features_are_cached(tmp_path, monkeypatch):
     import boneage_features.features as features
 
