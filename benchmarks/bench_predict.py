@@ -72,7 +72,7 @@ def main():
         parts = [DESCRIPTORS[f].describe(hand.image, hand.mask, **config["params"][f])[1] for f in config["families"]]
         t3b = time.perf_counter()
         if config.get("regions"):
-            parts += _describe_regions(hand, config["regions"], {}, found=found)
+            parts += _describe_regions(hand, found, config["regions"], {})
         t3 = time.perf_counter()
         features = pd.DataFrame([np.concatenate(parts)], columns=names, index=[row])
         if model.cnn_ is not None:  # one image through the network, its own preprocessing included

@@ -135,7 +135,7 @@ def _describe_one(ref, config: dict, cache_dir: str | None):
             parts.append(values)
         diagnostics = {key: float(value) for key, value in hand.diagnostics.items()}
         if config.get("regions"):
-            parts += _describe_regions(hand, config["regions"], diagnostics, found=found)
+            parts += _describe_regions(hand, found, config["regions"], diagnostics)
         values = np.concatenate(parts).astype(np.float32)
         if cache_file is not None:
             arrays = {
@@ -152,14 +152,12 @@ def _describe_one(ref, config: dict, cache_dir: str | None):
         return None, None, (name, f"feature extraction failed: {type(exc).__name__}: {exc}")
 
 
-def _describe_regions(hand, region_config: dict, diagnostics: dict, found=None) -> list:
+def _describe_regions(hand, found, region_config: dict, diagnostics: dict) -> list:
     """Feature vectors of the configured regions of ``hand``, in order; adds the regions' diagnostics.
 
-    ``found`` is the hand's :class:`~boneage_features.regions.HandRegions` when already detected
-    (by :func:`~boneage_features.regions.find_regions`, which may have mirrored ``hand``).
+    ``hand`` and ``found`` are what :func:`~boneage_features.regions.find_regions` returned (the hand
+    possibly mirrored, its :class:`~boneage_features.regions.HandRegions`).
     """
-    if found is None:
-        hand, found = find_regions(hand)
     diagnostics.update({key: float(value) for key, value in found.diagnostics.items()})
     shape = tuple(region_config["patch"])
     parts = []

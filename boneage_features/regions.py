@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from .preprocess import mirror_hand
+
 __all__ = [
     "CHECKS",
     "DETECTOR_VERSION",
@@ -911,8 +913,6 @@ def find_regions(hand):
     regions : HandRegions
         The regions in the returned hand's view; ``diagnostics_mirrored_by_fingers`` is 1 when mirrored.
     """
-    from .preprocess import mirror_hand
-
     found = detect_regions(hand.image, hand.mask)
     fit = found.diagnostics.get("diagnostics_rays_fit", math.nan)
     mirrored_before = bool(hand.diagnostics.get("diagnostics_flipped", 0.0))
