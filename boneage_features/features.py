@@ -34,8 +34,9 @@ logger = logging.getLogger(__name__)
 
 #: Bump when a change alters the values computed for the same parameters; it keys the cache and is
 #: checked when a saved model is loaded. 2: the hand mask (``faint_tissue=True``) also keeps whole fingers
-#: fainter than its threshold.
-FEATURES_VERSION = 2
+#: fainter than its threshold. 3: it steps on past the bold growth's reach, so fingertips far fainter
+#: than the threshold are no longer cut off.
+FEATURES_VERSION = 3
 
 _CACHE_ENV = "BONEAGE_FEATURES_CACHE"
 

@@ -155,6 +155,25 @@ _FAINT_MAX_PIECE = (0.5, 0.15)
 _FAINT_REACH_EDGE = 0.1
 _FAINT_BACKGROUND_CAP = 0.1
 _FAINT_SEAM = 0.04
+# Steps beyond the bold growth (each reaching _FAINT_STEP_REACH palm radii further), taken while a
+# step is still held back at its reach; a step keeps only pieces that survive an opening by a disk of
+# _FAINT_STEP_STRIP palm radii (fingertips do; strips along a film's edge or frame do not), and only
+# finger-like ones: at most _FAINT_STEP_WIDTH palm radii wide (inscribed radius), and not running
+# along a side within _FAINT_STEP_BORDER of the image's long side for over _FAINT_STEP_ALONG radii.
+_FAINT_STEPS = 3
+_FAINT_STEP_REACH = 1.0
+_FAINT_STEP_STRIP = 0.1
+_FAINT_STEP_WIDTH = 0.5
+_FAINT_STEP_BORDER = 0.04
+_FAINT_STEP_ALONG = 1.0
+# Film edges and a cassette's frame along the image's sides: runs of mask that start and end within
+# _STRIP_BAND of the side (measured across it) and together run along at least _STRIP_SPAN of it.
+_STRIP_BAND = 0.10
+_STRIP_SPAN = 0.35
+# Where the largest thresholded component has such strips, the largest one without them replaces it
+# when the two barely overlap (the strips outweighed the hand) and it covers this much of the image
+# (not a side marker).
+_STRIP_RIVAL_FRAC = 0.04
 
 
 def _check_image(image: np.ndarray, name: str = "image") -> np.ndarray:
@@ -359,9 +378,12 @@ def _disk(radius: float) -> np.ndarray:
 
 
 def _threshold_level(
-    smooth: np.ndarray, region: np.ndarray, min_px: int
+    smooth: np.ndarray, region: np.ndarray, min_px: int, film_edges: bool = True
 ) -> tuple[np.ndarray, np.ndarray, int, float]:
     """Otsu inside ``region`` on its own percentile window; soft tissue recovered if separable.
+
+    With ``film_edges``, strips along the image's sides that outweigh the hand are passed over
+    (:data:`_STRIP_RIVAL_FRAC`).
 
     Returns the largest component (holes filled), the same before filling its holes and before
     adding soft tissue, the number of other components, and the threshold used (as a fraction
@@ -384,8 +406,15 @@ def _threshold_level(
         # hand: look again without them.
         k5 = _disk(2)
         region &= ~cv2.dilate(bright.astype(np.uint8), k5).astype(bool)
-    fg = cv2.morphologyEx(bright.astype(np.uint8), cv2.MORPH_OPEN, k3)
+    fg = cv2.morphologyEx(bright.astype(np.uint8), cv2.MORPH_OPEN, k3) > 0
     solid, n_other = _largest_component(fg, min_px)
+    strips = _border_strips(solid) if film_edges else None
+    if film_edges and strips.any():
+        # A film's edge or a cassette's frame may outweigh the hand: without its strips, the largest
+        # component lies elsewhere. (A hand with a strip attached keeps it for now; it is cut at the end.)
+        rest, n_rest = _largest_component(fg & ~strips, min_px)
+        if rest.sum() >= _STRIP_RIVAL_FRAC * fg.size and (rest & solid).sum() < 0.5 * rest.sum():
+            solid, n_other = rest, n_rest
     hand = _fill_holes(solid)
     # Otsu often splits bone from (soft tissue + background). Split the dark class once more and
     # keep its brighter part where it is soft tissue: connected to the hand, within a band around
@@ -416,6 +445,37 @@ def _inscribed_radius(mask: np.ndarray) -> float:
     """Radius of the largest disk inside the mask (the palm's, for a hand); image edge is outside."""
     padded = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     return float(cv2.distanceTransform(padded, cv2.DIST_L2, 3).max())
+
+
+def _border_strips(mask: np.ndarray) -> np.ndarray:
+    """Thin bands of ``mask`` along the image's sides: film edges, a cassette's frame.
+
+    Seen from each side, a pixel is in a thin run when its run of mask, across the side, ends
+    (background) within :data:`_STRIP_BAND` of the side's perpendicular size; connected thin runs
+    that extend along at least :data:`_STRIP_SPAN` of the side are a strip. A forearm leaving the
+    film at a side runs on past the band; a finger near a side is too short to be a strip.
+    """
+    strips = np.zeros(mask.shape, bool)
+    views = ((mask, lambda a: a), (mask[:, ::-1], lambda a: a[:, ::-1]),
+             (mask.T, lambda a: a.T), (mask[::-1].T, lambda a: a.T[::-1]))
+    for view, back in views:
+        length, depth = view.shape
+        band = min(depth - 1, max(3, int(round(_STRIP_BAND * depth))))
+        near = view[:, : band + 1]
+        # first background at or after each pixel, along each line across the side
+        ends = np.full(near.shape, band + 1, np.int32)
+        ends[:, band] = np.where(near[:, band], band + 1, band)
+        for j in range(band - 1, -1, -1):
+            ends[:, j] = np.where(near[:, j], ends[:, j + 1], j)
+        thin = near & (ends <= band)
+        n, labels, stats, _ = cv2.connectedComponentsWithStats(thin.astype(np.uint8), connectivity=8)
+        long = stats[:, cv2.CC_STAT_HEIGHT] >= _STRIP_SPAN * length
+        long[0] = False
+        if long.any():
+            found = np.zeros(view.shape, bool)
+            found[:, : band + 1] = long[labels]
+            strips |= back(found)
+    return strips
 
 
 def _drop_thin_attachments(hand: np.ndarray) -> np.ndarray:
@@ -528,9 +588,46 @@ def _grow_faint_tissue_safely(work: np.ndarray, hand: np.ndarray, region: np.nda
     cautious, held_back = _grow_faint_tissue(work, hand, region, reach=reach, max_piece=piece)
     if not held_back:
         return cautious
-    bold, _ = _grow_faint_tissue(work, hand, region, reach=bold_reach, max_piece=bold_piece)
+    bold, held_back = _grow_faint_tissue(work, hand, region, reach=bold_reach, max_piece=bold_piece)
     grown = _fill_holes(cautious | bold)
-    return cautious if _is_plate(_shape_stats(grown), grown.sum(), 0) else grown
+    if _is_plate(_shape_stats(grown), grown.sum(), 0):
+        return cautious
+    # Fingers much fainter than the threshold reach past the bold growth's reach: step on from
+    # what was grown, a palm radius at a time, keeping only pieces wider than a film edge's strip.
+    radius = _inscribed_radius(hand)
+    strip = _disk(max(1.5, _FAINT_STEP_STRIP * radius))
+    for _ in range(_FAINT_STEPS):
+        if not held_back:
+            break
+        more, held_back = _grow_faint_tissue(work, grown, region, reach=_FAINT_STEP_REACH, max_piece=bold_piece)
+        added = cv2.morphologyEx((more & ~grown).astype(np.uint8), cv2.MORPH_OPEN, strip) > 0
+        added = _finger_like(added, radius)
+        stepped = _fill_holes(grown | added)
+        if stepped.sum() == grown.sum() or _is_plate(_shape_stats(stepped), stepped.sum(), 0):
+            break
+        grown = stepped
+    return grown
+
+
+def _finger_like(pieces: np.ndarray, radius: float) -> np.ndarray:
+    """The pieces of a step of faint growth that may be fingers: none wider than
+    :data:`_FAINT_STEP_WIDTH` palm radii (inscribed radius; film background in a plate is wider), and
+    none that runs along an image side within :data:`_FAINT_STEP_BORDER` of it for more than
+    :data:`_FAINT_STEP_ALONG` palm radii (a leak along a film's edge; a fingertip near the film's edge
+    meets it end on)."""
+    n, labels = cv2.connectedComponents(pieces.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return pieces
+    h, w = pieces.shape
+    inside = cv2.distanceTransform(pieces.astype(np.uint8), cv2.DIST_L2, 5)
+    border = _FAINT_STEP_BORDER * max(h, w)
+    keep = np.zeros(n, bool)
+    for k in range(1, n):
+        ys, xs = np.nonzero(labels == k)
+        top, left, bottom, right = ys.min(), xs.min(), h - 1 - ys.max(), w - 1 - xs.max()
+        along = max(np.ptp(xs) if min(top, bottom) < border else 0, np.ptp(ys) if min(left, right) < border else 0)
+        keep[k] = inside[ys, xs].max() <= _FAINT_STEP_WIDTH * radius and along <= _FAINT_STEP_ALONG * radius
+    return keep[labels]
 
 
 def _separation(image: np.ndarray, mask: np.ndarray) -> float:
@@ -551,7 +648,7 @@ def _segment_work(work: np.ndarray, faint_tissue: bool = True) -> tuple[np.ndarr
     min_px = max(4, int(_MIN_COMPONENT_FRAC * h * w))
     levels = 0
     for level in range(_MAX_PLATE_LEVELS + 1):
-        hand, solid, n_removed, threshold = _threshold_level(smooth, region, min_px)
+        hand, solid, n_removed, threshold = _threshold_level(smooth, region, min_px, film_edges=faint_tissue)
         if not hand.any():
             break
         stats = _shape_stats(hand)
@@ -575,8 +672,11 @@ def _segment_work(work: np.ndarray, faint_tissue: bool = True) -> tuple[np.ndarr
         hand = _drop_thin_attachments(hand)
         kc = _disk(2)
         hand = _fill_holes(cv2.morphologyEx(hand.astype(np.uint8), cv2.MORPH_CLOSE, kc) > 0)
-        if faint_tissue:
+        if faint_tissue:  # and film edges (both off: the mask the CNN was trained on)
             hand = _grow_faint_tissue_safely(work, hand, region)
+            strips = _border_strips(hand)
+            if strips.any():
+                hand = _fill_holes(_largest_component(hand & ~strips, 1)[0])
         stats = _shape_stats(hand)
     frac = float(hand.mean())
     separation = _separation(work, hand)
@@ -622,7 +722,15 @@ def segment_hand(image: np.ndarray, *, faint_tissue: bool = True) -> tuple[np.nd
     1.0 palm radii of the mask, where pieces that touch the image's edge or exceed 15% of the
     hand's area are leaks and are dropped with what they cut off from the hand; and a bold one,
     within 1.5 palm radii, pieces up to half the hand's area (whole fingers fainter than the
-    threshold), itself dropped where the grown mask would fill a plate.
+    threshold), itself dropped where the grown mask would fill a plate. Where the bold growth is
+    still held back at its reach (fingers far fainter than the threshold, as on films that darken
+    towards the fingertips), it steps on from what it grew, a palm radius at a time and up to three
+    times, keeping only finger-like pieces: under half a palm radius wide and not running along the
+    image's edge (fingertips meet a film's edge end on, leaks run along it). Last,
+    thin strips of mask along the image's sides (a film's bright edge, a cassette's frame: runs that
+    end within 10% of the image from a side and run along over a third of it) are cut off, and the
+    largest piece left is the hand; where such strips outweighed the hand at the threshold, the
+    largest component without them (over 4% of the image) is taken instead.
 
     The hand counts as found when it covers 1-97% of the image, its palm's inscribed radius is
     at least 1.5% of the image's long side, its outline is not ragged and it is at least 0.4
@@ -633,8 +741,9 @@ def segment_hand(image: np.ndarray, *, faint_tissue: bool = True) -> tuple[np.nd
     image : (M, N) ndarray
         Gray-level radiograph, bright bone on darker background.
     faint_tissue : bool, default=True
-        Grow the mask into faint soft tissue as described above; False gives the mask of
-        versions before it (which cuts many fingertips off).
+        Grow the mask into faint soft tissue and cut film edges off as described above; False
+        gives the mask of versions before them (which cuts many fingertips off and keeps film
+        edges; the CNN's training views were made with it).
 
     Returns
     -------
@@ -959,7 +1068,8 @@ def preprocess_hand(
     margin : float
         Crop margin around the hand, a fraction of the mask's box size.
     faint_tissue : bool, default=True
-        Let the mask grow into faint soft tissue (fingertips); see :func:`segment_hand`.
+        Let the mask grow into faint soft tissue (fingertips) and cut film edges off; see
+        :func:`segment_hand`.
 
     Returns
     -------

@@ -188,8 +188,66 @@ def test_segment_keeps_whole_faint_fingers(monkeypatch):
     assert _iou(grown, truth) > 0.9 and not grown[15:55, 257:287].any()
     monkeypatch.setattr(pp, "_FAINT_REACH", (1.0, 1.0))
     monkeypatch.setattr(pp, "_FAINT_MAX_PIECE", (0.15, 0.15))
+    monkeypatch.setattr(pp, "_FAINT_STEPS", 0)
     cautious, _ = pp.segment_hand(img, faint_tissue=True)
     assert cautious[fingers].mean() < 0.8
+
+
+def test_segment_steps_past_the_bold_reach(monkeypatch):
+    """Fingers and the upper palm as faint as a thin fingertip: the fingertips lie beyond the bold
+    growth's reach from the part above the threshold (as on films darker towards the fingers), so the
+    mask steps on from what was grown until it is no longer held back."""
+    img, truth = _phantom()
+    faint = truth.copy()
+    faint[230:] = False
+    img[faint] = 0.17 * 0.85 + 0.05 + np.random.default_rng(2).normal(0, 0.01, faint.sum())
+    stepped, diag = pp.segment_hand(img, faint_tissue=True)
+    assert diag["diagnostics_hand_found"] == 1
+    assert stepped[faint].mean() > 0.95
+    assert _iou(stepped, truth) > 0.9 and not stepped[15:55, 257:287].any()
+    monkeypatch.setattr(pp, "_FAINT_STEPS", 0)
+    bold, _ = pp.segment_hand(img, faint_tissue=True)
+    assert bold[faint].mean() < 0.8
+    tips = faint.copy()
+    tips[120:] = False  # the fingers' distal halves
+    assert bold[tips].mean() < stepped[tips].mean() - 0.2
+
+
+def test_finger_like_keeps_fingers_and_drops_leaks():
+    """What a step may add: narrow pieces, also one meeting the image's edge end on (a fingertip near
+    the film's top); not a wide blob (film background in a plate), not a piece running along an edge
+    (a leak along the film's edge)."""
+    pieces = np.zeros((200, 200), bool)
+    pieces[60:100, 70:80] = True  # a fingertip: kept
+    pieces[60:100, 100:150] = True  # a wide blob (inscribed radius 20 > 15): dropped
+    pieces[2:40, 20:28] = True  # a fingertip meeting the top edge (8 px along it): kept
+    pieces[192:198, 100:150] = True  # along the bottom edge for 50 px > 30: dropped
+    kept = pp._finger_like(pieces, radius=30.0)
+    assert kept[60:100, 70:80].all() and kept[2:40, 20:28].all()
+    assert not kept[60:100, 100:150].any()
+    assert not kept[192:198, 100:150].any()
+    pieces[192:198, 100:150] = False
+    pieces[100:150, 192:198] = True  # the same along the right edge
+    assert not pp._finger_like(pieces, radius=30.0)[100:150, 192:198].any()
+
+
+def test_border_strips_finds_film_edges_not_the_hand():
+    """A film edge along a side (thin, most of the side's length) is a strip; a forearm leaving the
+    image at a side and a finger near a side are not."""
+    mask = np.zeros((300, 240), bool)
+    mask[100:300, 80:160] = True  # palm and forearm, leaving at the bottom
+    mask[40:100, 90:100] = True  # a finger
+    mask[60:140, 4:14] = True  # a finger lying near the left side (80 px < 35% of 300)
+    mask[0:300, 232:237] = True  # a film edge along the right side, 3 px in
+    mask[0:4, 20:200] = True  # and one along the top
+    strips = pp._border_strips(mask)
+    assert strips[:, 232:237].all() and strips[0:4, 20:200].all()
+    assert not strips[100:300, 80:160].any() and not strips[40:100, 90:100].any()
+    assert not strips[60:140, 4:14].any()
+    joined = mask.copy()
+    joined[200:210, 160:232] = True  # the edge joined to the forearm: still a strip beyond the joint
+    assert pp._border_strips(joined)[:195, 232:237].all()
+    assert not pp._border_strips(np.zeros((50, 50), bool)).any()
 
 
 def test_segment_full_resolution_mask_has_input_shape(phantom):
@@ -386,6 +444,34 @@ def test_random_real_images_have_a_hand():
     fracs = np.array(fracs)[np.array(found) == 1]
     assert np.all((fracs > 0.1) & (fracs < 0.9)), (fracs.min(), fracs.max())
     assert np.mean(turned) < 0.08  # nearly all RSNA images are canonical left hands
+
+
+@needs_data
+def test_real_film_edges_and_frames_leave_the_mask():
+    """Films whose bright edge or cassette frame the mask took in (seen on the films): 14771 and 9606 (a
+    strip along a side, read as a finger by the detector), 8884 (strips on both sides), 4231 (the frame
+    outweighed the hand, which was left out), 7642 (a frame on all sides). Each used to line a side
+    (left, right or top) with mask over at least 93% of its length; none is lined over 60% now (the
+    bottom, where the forearm leaves, is not checked)."""
+    for i in (14771, 9606, 8884, 4231, 7642):
+        work, _ = pp._to_work(_read(DATA / "train" / f"{i}.jpg"))
+        mask, diag = pp._segment_work(work, True)
+        assert diag["diagnostics_hand_found"] == 1, i
+        band = int(0.03 * mask.shape[1])
+        sides = [mask[:, :band].mean(0).max(), mask[:, -band:].mean(0).max(), mask[:band].mean(1).max()]
+        assert max(sides) < 0.6, (i, sides)
+        assert 0.15 < mask.mean() < 0.5, (i, mask.mean())
+
+
+@needs_data
+def test_real_faint_fingertips_are_kept():
+    """Fingertips far fainter than the threshold (the films show them; the mask cut them straight
+    across): the mask's top, the tip of the longest finger, used to be at rows 81, 36 and 80 of the
+    384-px films."""
+    for i, top_row in {11773: 60, 5820: 20, 14711: 70}.items():
+        work, _ = pp._to_work(_read(DATA / "train" / f"{i}.jpg"))
+        mask, _ = pp._segment_work(work, True)
+        assert np.nonzero(mask.any(1))[0].min() <= top_row, i
 
 
 def test_mirror_hand_flips_the_view_and_keeps_the_map_to_the_input(phantom):

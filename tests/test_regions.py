@@ -367,8 +367,10 @@ def test_the_fingers_undo_most_wrong_mirrorings_of_real_hands(data_dir):
     fingers up; 11 unclear or upside down left out). With the mask alone, 164 of the 275 judged
     mirrorings were right and 111 wrong; find_regions undoes 60 of the wrong ones and 10 right ones. Of
     the hands the step left as they were, 53 judged at random (all with the thumb on the right) stay so,
-    and the 6 of all 12,611 that find_regions mirrors all had their thumb on the left. Floors and
-    ceilings at what was measured."""
+    and the 6 of all 12,611 that find_regions mirrors all had their thumb on the left: 66 undone rightly,
+    10 wrongly, 51 left wrong. The mask of features version 3 (film edges cut off, faint fingers
+    followed further) turns 10 of the 334 the other way in the end: 7 to the right side, 3 to the wrong
+    one (64, 11, 46: 57 end wrong, 61 before). Floors and ceilings at what was measured."""
     from pathlib import Path
 
     labels = pd.read_csv(Path(__file__).parent / "data" / "thumb_side.csv")
@@ -382,7 +384,7 @@ def test_the_fingers_undo_most_wrong_mirrorings_of_real_hands(data_dir):
         fixed += undone and now_right
         broken += undone and not now_right
         kept_wrong += not undone and not now_right
-    assert fixed >= 66 and broken <= 10 and kept_wrong <= 51, (fixed, broken, kept_wrong)
+    assert fixed >= 64 and broken <= 11 and kept_wrong <= 46, (fixed, broken, kept_wrong)
 
 
 def test_detection_rate_on_real_radiographs(data_dir):
@@ -462,7 +464,10 @@ def test_hands_checked_by_eye_keep_their_landmarks(data_dir):
     own proportions, the thumb's CMC on its metacarpal's line, the ulna's box at its end:
     ``verdict_d6``, ``category_d6``, ``note_d6``). Detector 7 moved none of the 120; detector 8
     (left and right checked by the fingers) un-mirrored four, looked at afresh (``verdict_d8``,
-    ``category_d8``, ``note_d8``; the other 116 keep their detector-6 verdicts). The hands right in the
+    ``category_d8``, ``note_d8``; the other 116 keep their detector-6 verdicts). The hand mask of
+    features version 3 (faint fingers followed further, film edges cut off) moved the landmarks of 8,
+    looked at afresh (``verdict_f3``, ``category_f3``, ``note_f3``: 5 turned right, 11099 stayed right,
+    9606 and 1863 stayed wrong; the other 112 keep their detector-8 verdicts). The hands right in the
     last look keep their landmarks (regions_golden.csv and regions_golden_seed1.csv: pixels of the
     384-px training images).
     """
@@ -474,14 +479,14 @@ def test_hands_checked_by_eye_keep_their_landmarks(data_dir):
     for verdicts in (first, fresh):
         assert len(verdicts) == 60
         assert verdicts.groupby(verdicts["boneage"] // 12).size().max() <= 3
-        for look in ("d5", "d6", "d8"):
+        for look in ("d5", "d6", "d8", "f3"):
             assert set(verdicts[f"verdict_{look}"]) == {"right", "wrong"}
             assert (verdicts.loc[verdicts[f"verdict_{look}"] == "wrong", f"category_{look}"].fillna("") != "").all()
     assert set(first["verdict"]) | set(first["verdict_d4"]) | set(fresh["verdict"]) == {"right", "wrong"}
     golden = pd.read_csv(here / "regions_golden.csv")
     golden_fresh = pd.read_csv(here / "regions_golden_seed1.csv")
-    assert set(golden["id"]) == set(first.loc[first["verdict_d8"] == "right", "id"])
-    assert set(golden_fresh["id"]) == set(fresh.loc[fresh["verdict_d8"] == "right", "id"])
+    assert set(golden["id"]) == set(first.loc[first["verdict_f3"] == "right", "id"])
+    assert set(golden_fresh["id"]) == set(fresh.loc[fresh["verdict_f3"] == "right", "id"])
     moved = _moved_landmarks(data_dir, pd.concat([golden, golden_fresh]))
     assert not moved, f"landmarks lost or moved: {moved}"
 
