@@ -10,7 +10,7 @@ gradient-boosted regressor (LightGBM or XGBoost) that predicts months.
 >>> model.predict(X)                                 # doctest: +SKIP
 """
 
-__version__ = "0.5.0"
+__version__ = "0.6.0"
 
 from .io import ImageReadError, ManifestError, read_image, read_manifest
 from .features import FeatureExtractor

@@ -388,8 +388,9 @@ def test_the_fingers_undo_most_wrong_mirrorings_of_real_hands(data_dir):
 
 
 def test_detection_rate_on_real_radiographs(data_dir):
-    """A floor under the share of hands whose regions all pass the checks (detector 8: 95% of these 120,
-    93.9% of all 12,611; detector 6: 95% and 93.6%; detector 5: 93% and 93.0%; detector 4: 86% and 84.5%)."""
+    """A floor under the share of hands whose regions all pass the checks (detector 8 with the mask of
+    features version 3: 97.5% of these 120, 95.1% of all 12,611; with version 2: 95% and 93.9%; detector
+    6: 95% and 93.6%; detector 5: 93% and 93.0%; detector 4: 86% and 84.5%)."""
     table = pd.read_csv(data_dir / "train.csv").sample(120, random_state=7)
     ok = fingers = 0
     for image_id in table["id"]:
@@ -398,7 +399,7 @@ def test_detection_rate_on_real_radiographs(data_dir):
         ok += found.ok
         fingers += found.diagnostics["diagnostics_fingers_found"] == 5
     assert fingers / len(table) >= 0.9
-    assert ok / len(table) >= 0.88
+    assert ok / len(table) >= 0.93
 
 
 def _source_height(hand) -> float:
