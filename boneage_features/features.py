@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 #: Bump when a change alters the values computed for the same parameters; it keys the cache and is
 #: checked when a saved model is loaded. 2: the hand mask (``faint_tissue=True``) also keeps whole fingers
 #: fainter than its threshold. 3: it steps on past the bold growth's reach, so fingertips far fainter
-#: than the threshold are no longer cut off.
+#: than the threshold are no longer cut off, and thin strips along the image's sides (film edges,
+#: frames) are cut off.
 FEATURES_VERSION = 3
 
 _CACHE_ENV = "BONEAGE_FEATURES_CACHE"

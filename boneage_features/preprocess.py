@@ -408,13 +408,14 @@ def _threshold_level(
         region &= ~cv2.dilate(bright.astype(np.uint8), k5).astype(bool)
     fg = cv2.morphologyEx(bright.astype(np.uint8), cv2.MORPH_OPEN, k3) > 0
     solid, n_other = _largest_component(fg, min_px)
-    strips = _border_strips(solid) if film_edges else None
-    if film_edges and strips.any():
+    if film_edges:
         # A film's edge or a cassette's frame may outweigh the hand: without its strips, the largest
         # component lies elsewhere. (A hand with a strip attached keeps it for now; it is cut at the end.)
-        rest, n_rest = _largest_component(fg & ~strips, min_px)
-        if rest.sum() >= _STRIP_RIVAL_FRAC * fg.size and (rest & solid).sum() < 0.5 * rest.sum():
-            solid, n_other = rest, n_rest
+        strips = _border_strips(solid)
+        if strips.any():
+            rest, n_rest = _largest_component(fg & ~strips, min_px)
+            if rest.sum() >= _STRIP_RIVAL_FRAC * fg.size and (rest & solid).sum() < 0.5 * rest.sum():
+                solid, n_other = rest, n_rest
     hand = _fill_holes(solid)
     # Otsu often splits bone from (soft tissue + background). Split the dark class once more and
     # keep its brighter part where it is soft tissue: connected to the hand, within a band around
